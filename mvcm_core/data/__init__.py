@@ -1,0 +1,1 @@
+"""Data: DICOM reading (no torch), study grouping, report corpora, phantom and dataset readers."""

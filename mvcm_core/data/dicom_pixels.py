@@ -1,0 +1,166 @@
+"""Pixel decoding and the modality LUT for :mod:`mvcm_core.data.dicom` (pydicom + numpy, no torch)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
+from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder, pixel_array
+
+# which package decodes what (python-gdcm decodes all of them)
+_DECODER_HINT = {
+    "1.2.840.10008.1.2.4.50": "python-gdcm (or pillow)",
+    "1.2.840.10008.1.2.4.51": "python-gdcm (or pillow)",
+    "1.2.840.10008.1.2.4.57": "python-gdcm",
+    "1.2.840.10008.1.2.4.70": "python-gdcm",
+    "1.2.840.10008.1.2.4.80": "python-gdcm (or pyjpegls)",
+    "1.2.840.10008.1.2.4.81": "python-gdcm (or pyjpegls)",
+    "1.2.840.10008.1.2.4.90": "pylibjpeg-openjpeg (or python-gdcm)",
+    "1.2.840.10008.1.2.4.91": "pylibjpeg-openjpeg (or python-gdcm)",
+    "1.2.840.10008.1.2.5": "pylibjpeg-rle",
+}
+# JPEG processes imagecodecs can decode when pydicom's plugins cannot (e.g. 12-bit JPEG Extended)
+_IMAGECODECS_SYNTAXES = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
+                         "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"}
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+
+
+def decoder_hint(transfer_syntax_uid: str) -> str:
+    """The package to install to decode a transfer syntax."""
+    return _DECODER_HINT.get(str(transfer_syntax_uid), "python-gdcm")
+
+
+@contextlib.contextmanager
+def silence_native_stderr() -> Iterator[None]:
+    """Silence what C decoders (OpenJPEG, GDCM) print on file descriptor 2 (single-threaded CLIs only)."""
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _decode_with_imagecodecs(ds: Dataset) -> np.ndarray | None:
+    """Fallback for JPEG streams pydicom's plugins refuse (e.g. 12-bit JPEG Extended); grayscale only."""
+    if str(ds.file_meta.TransferSyntaxUID) not in _IMAGECODECS_SYNTAXES or int(ds.get("SamplesPerPixel", 1)) != 1:
+        return None
+    try:
+        import imagecodecs
+    except ImportError:
+        return None
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    fragment = next(generate_frames(ds.PixelData, number_of_frames=frames))
+    frame = np.asarray(imagecodecs.jpeg_decode(fragment))
+    if int(ds.get("PixelRepresentation", 0) or 0) == 1 and frame.dtype.kind == "u":
+        bits = int(ds.BitsStored)
+        signed = frame.astype(np.int32)
+        frame = np.where(signed >= 2 ** (bits - 1), signed - 2**bits, signed)  # two's complement in BitsStored
+    return frame
+
+
+def decode_first_frame(ds: Dataset) -> tuple[np.ndarray, list[str]]:
+    """Decode frame 0 of a validated dataset into a 2-D grayscale array.
+
+    Colour (RGB, YBR converted to RGB by the decoder, palette colour) becomes luminance.
+
+    Raises:
+        mvcm_core.data.dicom.DicomRejected: missing decoder or corrupt stream, in one line.
+    """
+    from mvcm_core.data.dicom import DicomRejected  # local import: dicom imports this module
+
+    transfer_syntax = ds.file_meta.TransferSyntaxUID
+    notes: list[str] = []
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            frame = _decode_pixels(ds)
+    except Exception as exc:  # noqa: BLE001 - decoders raise anything on corrupt streams
+        if transfer_syntax.is_compressed and not get_decoder(transfer_syntax).is_available:
+            raise DicomRejected(
+                f"no decoder for {transfer_syntax.name}: install {decoder_hint(transfer_syntax)}") from None
+        detail = "" if isinstance(exc, RuntimeError) else f" ({type(exc).__name__})"
+        raise DicomRejected(f"cannot decode the {transfer_syntax.name} pixel data{detail}") from None
+    if frame.ndim == 3 and frame.shape[-1] in (3, 4):
+        frame = frame[..., :3].astype(np.float32) @ _LUMA  # [rows, cols, 3] -> [rows, cols]
+    elif frame.ndim == 3:  # the decoder returned several frames although index=0 was asked
+        frame = frame[0]
+    if frame.ndim != 2:
+        raise DicomRejected(f"decoded pixel array has an unexpected shape {frame.shape}")
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    if frame.shape != (rows, cols):
+        raise DicomRejected(f"decoded image is {frame.shape[0]}×{frame.shape[1]}, header says {rows}×{cols}")
+    return frame, notes
+
+
+def _decode_pixels(ds: Dataset) -> np.ndarray:
+    """pydicom's plugins first, imagecodecs as the fallback for JPEG they refuse."""
+    try:
+        frame = pixel_array(ds, index=0)
+    except (RuntimeError, NotImplementedError, ValueError):
+        frame = _decode_with_imagecodecs(ds)
+        if frame is None:
+            raise
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "PALETTE COLOR":
+        frame = apply_color_lut(frame, ds)
+    return frame
+
+
+def modality_values(frame: np.ndarray, ds: Dataset) -> np.ndarray:
+    """Apply the modality LUT (rescale slope / intercept or a Modality LUT Sequence) → float32."""
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        return frame.astype(np.float32, copy=False)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            values = apply_modality_lut(frame, ds)
+    except Exception:  # noqa: BLE001 - a broken modality LUT falls back to the stored values
+        values = frame
+    values = values.astype(np.float32, copy=False)
+    if not np.isfinite(values).all():
+        values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    return values
+
+
+def stored_range(ds: Dataset, frame: np.ndarray) -> tuple[float, float]:
+    """The representable range of modality values (BitsStored, signedness, rescale)."""
+    bits = int(ds.get("BitsStored", 0) or 0) or int(frame.dtype.itemsize * 8)
+    if int(ds.get("PixelRepresentation", 0) or 0) == 1:
+        low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    else:
+        low, high = 0, 2**bits - 1
+    try:
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    except (TypeError, ValueError):
+        slope, intercept = 1.0, 0.0
+    ends = sorted((low * slope + intercept, high * slope + intercept))
+    return float(ends[0]), float(ends[1])
+
+
+def lut_from_item(item: Dataset) -> tuple[tuple[int, int, int], np.ndarray] | None:
+    """(descriptor, data) of a VOI LUT Sequence item, or None if it is unusable."""
+    try:
+        descriptor = [int(v) for v in item.LUTDescriptor]
+        entries, first, bits = descriptor[0], descriptor[1], descriptor[2]
+        raw = item.LUTData
+    except (AttributeError, IndexError, TypeError, ValueError, KeyError):
+        return None
+    if isinstance(raw, (bytes, bytearray)):
+        data = np.frombuffer(raw, dtype="<u2" if bits > 8 or len(raw) >= 2 * (entries or 65536) else "u1")
+    else:
+        data = np.asarray(raw if isinstance(raw, (list, tuple)) or hasattr(raw, "__len__") else [raw])
+    if data.size == 0:
+        return None
+    return (entries, first, bits), data.astype(np.float32)
