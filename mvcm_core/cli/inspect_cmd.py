@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from mvcm_core.data.dicom import Limits
@@ -25,10 +26,19 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
-def file_summary(record: FileRecord, study_number: dict[str, int]) -> dict[str, Any]:
+def display_path(path: Path, roots: list[Path]) -> str:
+    """The path relative to the folder the user named (or as given, for files named directly)."""
+    for root in roots:
+        if root.is_dir() and path.is_relative_to(root):
+            return str(path.relative_to(root))
+    return str(path)
+
+
+def file_summary(record: FileRecord, study_number: dict[str, int], roots: list[Path]) -> dict[str, Any]:
     """One PHI-free record per file."""
     meta = record.meta
-    summary: dict[str, Any] = {"file": str(record.path), "kind": record.kind, "status": record.status}
+    summary: dict[str, Any] = {"file": display_path(record.path, roots), "kind": record.kind,
+                               "status": record.status}
     if meta is None:
         return summary
     summary.update(
@@ -65,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         records = scan_paths(args.paths, Limits(max_pixels=args.max_pixels))
     studies = group_studies(records)
     study_number = {study.key: i + 1 for i, study in enumerate(studies)}
-    summaries = [file_summary(r, study_number) for r in records]
+    roots = [Path(p) for p in args.paths]
+    summaries = [file_summary(r, study_number, roots) for r in records]
     if args.json:
         document = {
             "studies": [{"study": s.key, "number": study_number[s.key],

@@ -170,7 +170,7 @@ def collect_files(paths: Iterable[str | Path]) -> list[Path]:
 def read_file(path: Path, limits: Limits | None = None) -> FileRecord:
     """Read one file into a :class:`FileRecord` (never raises for bad input)."""
     if not path.exists():
-        return FileRecord(path, "unknown", "file not found (referenced but missing)")
+        return FileRecord(path, "unknown", "file not found")
     kind = sniff_kind(path)
     try:
         if kind == "dicom":

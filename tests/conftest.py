@@ -1,0 +1,43 @@
+"""Shared fixtures: the real DICOM corpus and synthetic radiographs written by the tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+
+@pytest.fixture(scope="session")
+def pydicom_test_dir() -> Path:
+    """pydicom's own test files."""
+    import pydicom
+
+    return Path(pydicom.__file__).parent / "data" / "test_files"
+
+
+@pytest.fixture(scope="session")
+def pydicom_data_dir() -> Path:
+    """The pydicom-data corpus (RG1_* chest PA and more)."""
+    data_store = pytest.importorskip("data_store", reason="pydicom-data is a dev dependency")
+    return Path(data_store.__file__).parent / "data"
+
+
+def chest_like(rows: int = 96, cols: int = 80, seed: int = 0, bits: int = 12) -> np.ndarray:
+    """A crude frontal chest in MONOCHROME2 stored values: dark lungs, bright mediastinum, noise."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:rows, 0:cols]
+    high = 2**bits - 1
+    image = np.full((rows, cols), 0.55 * high)
+    for centre in (0.3, 0.7):  # two lungs
+        inside = ((x / cols - centre) / 0.17) ** 2 + ((y / rows - 0.5) / 0.33) ** 2 < 1
+        image[inside] = 0.2 * high
+    image[np.abs(x / cols - 0.5) < 0.08] = 0.8 * high  # mediastinum and spine
+    image += rng.normal(0, 0.01 * high, image.shape)
+    return np.clip(image, 0, high).astype(np.uint16)
