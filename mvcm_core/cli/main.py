@@ -15,6 +15,7 @@ from collections.abc import Sequence
 # subcommand name -> module that implements it
 COMMANDS: dict[str, str] = {
     "inspect": "mvcm_core.cli.inspect_cmd",
+    "openi": "mvcm_core.cli.openi_cmd",
 }
 
 

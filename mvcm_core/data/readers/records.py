@@ -48,7 +48,7 @@ def normalize_answer(raw: Any) -> str:
 
 
 def normalize_view(raw: str | None) -> str:
-    """Map a raw view label (``"PA"``, ``"LL"``, ``"LATERAL"``, ``"AP AXIAL"``, ...) to one of :data:`VIEWS`."""
+    """Map a raw view label (``"PA"``, ``"LL"``, ``"AP AXIAL"``, ...) to one of :data:`VIEWS`."""
     if not raw:
         return "unknown"
     return _VIEW_ALIASES.get(str(raw).strip().upper(), "unknown")

@@ -3,8 +3,9 @@
 Layout (``root`` is the repository's ``data/`` folder, or the repository itself)::
 
     root/{train,validation,test}/radiology/captions.txt   ROCO_00020<TAB> caption text
-    root/{train,validation,test}/radiology/dlinks.txt     ROCO_00020<TAB>wget -r ftp://.../PMC3498864.tar.gz -P ...<TAB>fig.jpg
-    root/{train,validation,test}/radiology/images/PMC3498864_fig.jpg
+    root/{train,validation,test}/radiology/dlinks.txt
+        ROCO_00020<TAB>wget -r ftp://.../PMC3498864.tar.gz -P /path/to/Dir<TAB>jovr-04-256f2.jpg
+    root/{train,validation,test}/radiology/images/PMC3498864_jovr-04-256f2.jpg
 
 ``fetch.py`` names each image ``<PMC id>_<file name in the archive>``, both taken from
 ``dlinks.txt``; repacks that rename images to ``ROCO_00020.jpg`` are accepted as a fallback.

@@ -125,7 +125,9 @@ def read_vqa_med_2019(
                 category = fields[1].lower() if n_fields == 4 else file_category
                 if wanted is not None and category not in wanted:
                     if not category:
-                        raise ReaderError(f"{path}: has no categories; the category filter needs QAPairsByCategory/")
+                        raise ReaderError(
+                            f"{path}: has no categories; the category filter needs QAPairsByCategory/"
+                        )
                     stats.filter(f"category {category}")
                     continue
                 image_path = image_dir / f"{image_id}.jpg"
