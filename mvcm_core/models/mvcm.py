@@ -1,0 +1,201 @@
+"""The MVCM model: study-level multi-view image encoding, text encoding, co-attention fusion, heads.
+
+Batch contract (from :mod:`mvcm_core.data.batching`):
+    images [B, V, C, H, W], view_ids [B, V] (0 frontal, 1 lateral, 2 unknown), view_mask [B, V]
+    (True = the view exists), input_ids / attention_mask [B, T], optionally text_states [B, T, H]
+    (cached outputs of a frozen text encoder), mlm_input_ids / mlm_labels [B, T].
+
+:meth:`MVCM.forward` returns a dict of named tensors whose keys are the losses' argument names;
+it computes no loss (losses live in :mod:`mvcm_core.losses`, the weighted sum in the objective).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mvcm_core.config import ModelCfg
+from mvcm_core.models.fusion import CoAttentionFusion
+from mvcm_core.models.heads import MIMDecoder, Projection, TiedMLMHead
+from mvcm_core.models.text import TextEncoder
+from mvcm_core.models.vision import ImageEncoder
+
+NUM_VIEW_TYPES = 3
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int) -> torch.Tensor:
+    """Mean of ``x`` over ``dim`` where ``mask`` (broadcastable, bool) is True."""
+    weights = mask.to(x.dtype)
+    return (x * weights).sum(dim) / weights.sum(dim).clamp_min(1.0)
+
+
+class MVCM(nn.Module):
+    """Multi-view, cross-modality vision-language model (see the module docstring for the batch)."""
+
+    def __init__(self, cfg: ModelCfg) -> None:
+        super().__init__()
+        self.cfg = cfg
+        width, heads = cfg.fusion.width, cfg.heads
+        self.vision = ImageEncoder(cfg.vision)
+        self.text = TextEncoder(cfg.text)
+        self.image_to_width = nn.Linear(self.vision.width, width)
+        self.text_to_width = nn.Linear(self.text.width, width)
+        self.view_embedding = nn.Embedding(NUM_VIEW_TYPES, width)
+        self.missing_view_token = nn.Parameter(torch.randn(1, width) * 0.02)
+        self.fusion = CoAttentionFusion(cfg.fusion)
+        self.image_projection = Projection(self.vision.width, heads.embed_dim)
+        self.text_projection = Projection(self.text.width, heads.embed_dim)
+        self.image_token_projection = nn.Linear(width, heads.token_dim)
+        self.text_token_projection = nn.Linear(width, heads.token_dim)
+        self.logit_scale = nn.Parameter(torch.tensor(float(heads.init_logit_scale)))
+        self.itm_head = nn.Linear(2 * width, 2)
+        self.mlm_positions = nn.Embedding(cfg.text.max_length, width)
+        self.mlm_branch = CoAttentionFusion(cfg.fusion, layers=heads.mlm_layers, image_stream=False)
+        self.mlm_head = TiedMLMHead(width, self.text.word_embeddings)
+        self.mim_decoder = None
+        if self.vision.is_vit:
+            patch_pixels = self.vision.patch_size**2 * cfg.vision.in_chans
+            self.mim_decoder = MIMDecoder(self.vision.width, heads.mim_decoder_width, heads.mim_decoder_layers,
+                                          self.vision.num_patches, patch_pixels)
+
+    # ----------------------------------------------------------------------------------- images
+    def random_keep(self, count: int, ratio: float, generator: torch.Generator | None = None,
+                    device: torch.device | None = None, seeds: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Random patch masking for ``count`` images: (keep_ids [M, K], ids_restore [M, N], mask [M, N]).
+
+        ``seeds [M]`` (optional) makes each image's mask depend only on its own seed, so a sample
+        gets the same mask whichever rank or batch position it lands on.
+        """
+        n = self.vision.num_patches
+        keep = max(1, int(round(n * (1.0 - ratio))))
+        if seeds is not None:
+            noise = torch.stack([torch.rand(n, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+        else:
+            noise = torch.rand(count, n, generator=generator)
+        noise = noise.to(device)
+        ids_shuffle = noise.argsort(dim=1)
+        ids_restore = ids_shuffle.argsort(dim=1)
+        mask = torch.ones(count, n, device=device)
+        mask[:, :keep] = 0
+        return ids_shuffle[:, :keep], ids_restore, torch.gather(mask, 1, ids_restore)
+
+    def encode_study(self, images: torch.Tensor, view_ids: torch.Tensor, view_mask: torch.Tensor,
+                     keep_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Encode every view and build the study-level token sequence.
+
+        Returns image_embeds [B, E], view_embeds [B, V, E], view_features [B, V, Dv],
+        view_tokens [B*V, L, Dv] (raw encoder tokens), image_tokens [B, V*L, W] with
+        image_token_mask [B, V*L], image_local [B, V*L, Dt] with image_local_mask (patches only).
+        """
+        b, v = images.shape[:2]
+        tokens = self.vision(images.flatten(0, 1), keep_ids)  # [B*V, C, H, W] -> [B*V, L, Dv]
+        length = tokens.shape[1]
+        view_features = tokens[:, 0].view(b, v, -1)  # [B*V, Dv] -> [B, V, Dv]
+        present = view_mask.unsqueeze(-1)  # [B, V, 1]
+        image_embeds = F.normalize(self.image_projection(masked_mean(view_features, present, 1)), dim=-1)
+        view_embeds = F.normalize(self.image_projection(view_features), dim=-1)
+        study = self.image_to_width(tokens).view(b, v, length, -1)  # [B*V, L, W] -> [B, V, L, W]
+        study = study + self.view_embedding(view_ids).unsqueeze(2)
+        missing = self.missing_view_token.to(study.dtype) + self.view_embedding(view_ids)  # [B, V, W]
+        first = torch.where(present, study[:, :, 0], missing)  # absent views keep one learned token
+        study = torch.cat([first.unsqueeze(2), study[:, :, 1:]], dim=2)
+        token_mask = torch.zeros(b, v, length, dtype=torch.bool, device=images.device)
+        token_mask[:, :, 0] = True
+        token_mask[:, :, 1:] = view_mask.unsqueeze(-1)
+        local_mask = token_mask.clone()
+        local_mask[:, :, : self.vision.num_prefix_tokens] = False  # token alignment uses patches only
+        image_tokens = study.flatten(1, 2)  # [B, V, L, W] -> [B, V*L, W]
+        return {
+            "image_embeds": image_embeds, "view_embeds": view_embeds, "view_features": view_features,
+            "view_tokens": tokens, "image_tokens": image_tokens,
+            "image_token_mask": token_mask.flatten(1, 2),  # [B, V, L] -> [B, V*L]
+            "image_local": F.normalize(self.image_token_projection(image_tokens), dim=-1),
+            "image_local_mask": local_mask.flatten(1, 2),
+        }
+
+    # ------------------------------------------------------------------------------------- text
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    text_states: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """text_embeds [B, E], text_tokens [B, T, W], text_token_mask [B, T], text_local [B, T, Dt]."""
+        if text_states is None:
+            text_states = self.text(input_ids, attention_mask)  # [B, T, H]
+        mask = attention_mask.bool()
+        pooled = masked_mean(text_states, mask.unsqueeze(-1), 1)  # mean pooling, as MiniLM was trained
+        tokens = self.text_to_width(text_states.to(self.text_to_width.weight.dtype))
+        return {
+            "text_embeds": F.normalize(self.text_projection(pooled.to(tokens.dtype)), dim=-1),
+            "text_tokens": tokens, "text_token_mask": mask,
+            "text_local": F.normalize(self.text_token_projection(tokens), dim=-1), "text_local_mask": mask,
+        }
+
+    # ----------------------------------------------------------------------------- task heads
+    def fuse(self, text_tokens: torch.Tensor, text_mask: torch.Tensor, image_tokens: torch.Tensor,
+             image_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Co-attention fusion of the two streams."""
+        return self.fusion(text_tokens, text_mask, image_tokens, image_mask)
+
+    def pooled_fusion(self, text_tokens: torch.Tensor, text_mask: torch.Tensor, image_tokens: torch.Tensor,
+                      image_mask: torch.Tensor) -> torch.Tensor:
+        """``[B, 2W]``: fused text [CLS] ⊕ masked mean of fused image tokens."""
+        text_fused, image_fused = self.fuse(text_tokens, text_mask, image_tokens, image_mask)
+        return torch.cat([text_fused[:, 0], masked_mean(image_fused, image_mask.unsqueeze(-1), 1)], dim=-1)
+
+    def itm_logits(self, text_tokens: torch.Tensor, text_mask: torch.Tensor, image_tokens: torch.Tensor,
+                   image_mask: torch.Tensor) -> torch.Tensor:
+        """Image–text matching logits ``[M, 2]`` (index 1 = match) for M aligned pairs."""
+        return self.itm_head(self.pooled_fusion(text_tokens, text_mask, image_tokens, image_mask))
+
+    def mlm_logits(self, mlm_input_ids: torch.Tensor, attention_mask: torch.Tensor, image_tokens: torch.Tensor,
+                   image_mask: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Image-conditioned MLM from masked ids (word embeddings, never cached contextual states).
+
+        Returns ``[B, T, vocab]``, or ``[1, S, vocab]`` for the S positions selected by the boolean
+        ``positions [B, T]`` (scoring only masked tokens saves most of the vocabulary projection).
+        """
+        words = self.text.word_embeddings(mlm_input_ids)  # [B, T, H]
+        index = torch.arange(mlm_input_ids.shape[1], device=mlm_input_ids.device)
+        hidden = self.text_to_width(words) + self.mlm_positions(index)
+        hidden, _ = self.mlm_branch(hidden, attention_mask.bool(), image_tokens, image_mask)
+        if positions is not None:
+            hidden = hidden[positions].unsqueeze(0)  # [B, T, W] -> [1, S, W]
+        return self.mlm_head(hidden)
+
+    # ---------------------------------------------------------------------------------- forward
+    def forward(self, batch: dict[str, torch.Tensor], tasks: frozenset[str] = frozenset(),
+                mask_ratio: float = 0.0, generator: torch.Generator | None = None,
+                keep_seeds: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Encode a batch for the requested tasks (``mlm``, ``mim``); see the module docstring.
+
+        Args:
+            batch: the batch dict.
+            tasks: extra branches to run: ``mlm`` and / or ``mim``.
+            mask_ratio: share of patches dropped in every view (FLIP / ALTA); MIM predicts them.
+            generator: randomness of the patch masks.
+            keep_seeds: ``[B]`` per-sample seeds; when given they alone decide the patch masks.
+        """
+        images, view_mask = batch["images"], batch["view_mask"].bool()
+        b, v = images.shape[:2]
+        keep_ids = ids_restore = patch_mask = None
+        if mask_ratio > 0 or "mim" in tasks:
+            if self.mim_decoder is None:
+                raise ValueError("masked image modelling needs a ViT image encoder")
+            seeds = None if keep_seeds is None else (keep_seeds.long()[:, None] * 16 + torch.arange(v)).flatten()
+            keep_ids, ids_restore, patch_mask = self.random_keep(b * v, max(mask_ratio, 1e-6), generator,
+                                                                 images.device, seeds)
+        out = self.encode_study(images, batch["view_ids"], view_mask, keep_ids)
+        out.update(self.encode_text(batch["input_ids"], batch["attention_mask"], batch.get("text_states")))
+        out["view_mask"] = view_mask
+        out["logit_scale"] = self.logit_scale.exp().clamp(max=100.0)
+        if "mlm" in tasks:
+            selected = batch["mlm_labels"] != -100
+            out["mlm_logits"] = self.mlm_logits(batch["mlm_input_ids"], batch["attention_mask"],
+                                                out["image_tokens"], out["image_token_mask"], selected)
+            out["mlm_labels"] = batch["mlm_labels"][selected].unsqueeze(0)  # [B, T] -> [1, S]
+        if "mim" in tasks:
+            prefix = self.vision.num_prefix_tokens
+            out["mim_pred"] = self.mim_decoder(out["view_tokens"][:, prefix:], ids_restore)
+            out["mim_target"] = self.vision.patchify(images.flatten(0, 1))  # [B*V, N, p*p*C]
+            out["mim_mask"] = patch_mask * view_mask.flatten().unsqueeze(-1).to(patch_mask.dtype)
+        return out
