@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mvcm_core.data.findings import CANONICAL_TERMS
 from mvcm_core.losses import (
     ContrastiveLoss,
     ITMLoss,
@@ -40,6 +41,7 @@ def _build_loss(name: str, params: dict[str, Any], embed_dim: int) -> nn.Module:
     if name in ("itc", "inter_view"):
         return ContrastiveLoss(name=name, **params)
     if name in ("soft_itc", "soft_inter_view", "soft_intra_text"):
+        params.setdefault("normal_index", CANONICAL_TERMS.index("normal"))  # label-free reports count as normal
         return SoftLabelContrastiveLoss(name=name, **params)
     if name == "token_align":
         return TokenAlignLoss(**params)

@@ -41,3 +41,40 @@ def chest_like(rows: int = 96, cols: int = 80, seed: int = 0, bits: int = 12) ->
     image[np.abs(x / cols - 0.5) < 0.08] = 0.8 * high  # mediastinum and spine
     image += rng.normal(0, 0.01 * high, image.shape)
     return np.clip(image, 0, high).astype(np.uint16)
+
+
+TINY_OVERRIDES = {
+    "vision": {"image_size": 32, "timm_kwargs": {"depth": 1, "embed_dim": 32, "num_heads": 2}},
+    "text": {"pretrained": False, "max_length": 16,
+             "config_overrides": {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+                                  "intermediate_size": 64}},
+    "fusion": {"width": 32, "layers": 1, "heads": 2, "memory_slots": 4},
+    "heads": {"embed_dim": 16, "token_dim": 16, "mim_decoder_width": 32},
+    "preprocess": {"image_size": 32},
+}
+
+
+@pytest.fixture()
+def tiny_model():
+    """A randomly initialised, very small MVCM (text encoder architecture from MiniLM's config)."""
+    import torch
+
+    from mvcm_core.factory import create_model
+
+    torch.manual_seed(0)
+    return create_model("mvcm-tiny", TINY_OVERRIDES)
+
+
+def random_batch(cfg, batch: int = 4, length: int = 12, seed: int = 0):
+    """A batch dict in the model's contract with random content."""
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    size, views = cfg.preprocess.image_size, cfg.vision.max_views
+    return {
+        "images": torch.randn(batch, views, cfg.vision.in_chans, size, size, generator=generator),
+        "view_ids": torch.tensor([[0, 1]] * batch),
+        "view_mask": torch.tensor([[True, True]] * (batch - 1) + [[True, False]]),
+        "input_ids": torch.randint(1000, 5000, (batch, length), generator=generator),
+        "attention_mask": torch.ones(batch, length, dtype=torch.long),
+    }

@@ -71,6 +71,13 @@ class TextEncoder(nn.Module):
         elif cfg.trainable not in ("frozen", "full"):
             raise ValueError(f"text.trainable must be frozen, adapters or full, got {cfg.trainable!r}")
 
+    def train(self, mode: bool = True) -> TextEncoder:
+        """A frozen base stays in eval mode (no dropout), so its outputs are deterministic and cacheable."""
+        super().train(mode)
+        if self.trainable == "frozen":
+            self.bert.eval()
+        return self
+
     @property
     def word_embeddings(self) -> nn.Embedding:
         """The token embedding table (shared with the MLM branch and its tied head)."""
