@@ -33,6 +33,7 @@ from mvcm_core.losses import (
 )
 from mvcm_core.losses.distributed import all_reduce_sum_, gather_no_grad, gather_with_grad, rank, world_size
 
+OWN_TEMPERATURE = ("inter_view", "soft_inter_view", "soft_intra_text")
 LOSS_NAMES = ("itc", "inter_view", "soft_itc", "soft_inter_view", "soft_intra_text", "token_align", "ot_align",
               "proto", "mlm", "mim", "itm")
 
@@ -75,6 +76,11 @@ class PretrainTask(nn.Module):
         if "mim" in self.weights and mask_ratio <= 0:
             raise ValueError("the mim loss needs train.mask_ratio > 0 (patches to predict)")
         self.mask_ratio, self.seed = mask_ratio, seed
+        # each alignment has its own learnable temperature (AMiF's tau_1..tau_3, MVCM's inter-view tau_1);
+        # image–text losses share the model's logit scale, which serving uses
+        init = float(model.cfg.heads.init_logit_scale)
+        self.log_scales = nn.ParameterDict({name: nn.Parameter(torch.tensor(init)) for name in self.weights
+                                            if name in OWN_TEMPERATURE})
 
     @property
     def tasks(self) -> frozenset[str]:
@@ -96,7 +102,8 @@ class PretrainTask(nn.Module):
     def _term(self, name: str, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor],
               generator: torch.Generator) -> dict[str, torch.Tensor]:
         loss = self.losses[name]
-        scale, labels = out["logit_scale"], batch.get("labels")
+        labels = batch.get("teacher_labels", batch.get("labels"))  # (term, side) overlap when available
+        scale = self.log_scales[name].exp().clamp(max=100.0) if name in self.log_scales else out["logit_scale"]
         two_views = out["view_mask"][:, :2].all(dim=1) if out["view_mask"].shape[1] >= 2 else None
         if name == "itc":
             return loss(out["image_embeds"], out["text_embeds"], scale, positive_groups=batch.get("group_ids"))
@@ -172,7 +179,8 @@ def _same_findings(batch: dict[str, torch.Tensor], global_size: int) -> torch.Te
     if batch.get("group_ids") is not None:
         groups = gather_no_grad(batch["group_ids"])
         mask |= groups[:, None] == groups[None, :]
-    if batch.get("labels") is not None:
-        labels = gather_no_grad(batch["labels"].float())
+    fine = batch.get("teacher_labels", batch.get("labels"))
+    if fine is not None:
+        labels = gather_no_grad(fine.float())
         mask |= (labels[:, None, :] == labels[None, :, :]).all(dim=-1)
     return mask

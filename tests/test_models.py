@@ -110,3 +110,25 @@ def test_named_tiny_model_builds_with_the_packaged_minilm():
     assert model.text.width == 384 and trainable < total  # the text encoder is frozen
     out = model(random_batch(model.cfg, batch=2))
     assert out["text_tokens"].shape == (2, 12, 256)
+
+
+def test_image_encoder_loads_pretrained_weights_from_a_local_file(tmp_path):
+    import timm
+    from safetensors.torch import save_file
+
+    from mvcm_core.config import VisionCfg
+    from mvcm_core.models.vision import ImageEncoder
+
+    source = timm.create_model("vit_tiny_patch16_224", num_classes=0, in_chans=1, img_size=32, depth=1)
+    save_file(source.state_dict(), str(tmp_path / "weights.safetensors"))
+    cfg = VisionCfg(image_size=32, timm_kwargs={"depth": 1}, pretrained=str(tmp_path))
+    encoder = ImageEncoder(cfg)
+    assert torch.equal(encoder.trunk.patch_embed.proj.weight, source.patch_embed.proj.weight)
+    with pytest.raises(FileNotFoundError):
+        ImageEncoder(VisionCfg(image_size=32, timm_kwargs={"depth": 1}, pretrained=str(tmp_path / "missing.pth")))
+
+
+def test_base_config_names_a_vit_b16_and_a_clinical_bert_by_hub_id():
+    cfg = get_model_config("mvcm-base")
+    assert cfg.vision.timm_name == "vit_base_patch16_224" and cfg.vision.pretrained is True
+    assert cfg.text.hf_name == "emilyalsentzer/Bio_ClinicalBERT" and cfg.text.trainable == "adapters"

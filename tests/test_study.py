@@ -131,3 +131,14 @@ def test_inspect_json_and_exit_codes(tmp_path):
     assert code == 1 and "rejected: file not found" in out
     code, out = run_cli([])
     assert code == 2
+
+
+def test_png_previews_beside_dicoms_are_not_an_extra_study(tmp_path):
+    write_study(tmp_path / "s1", "withpreview")
+    Image.fromarray((chest_like(bits=12) // 16).astype(np.uint8)).save(tmp_path / "s1" / "PA.png")
+    Image.fromarray((chest_like(bits=12) // 16).astype(np.uint8)).save(tmp_path / "alone.png")
+    studies, records = load_studies([tmp_path])
+    assert sorted(len(s.views) for s in studies) == [1, 2]  # the DICOM study + the lone PNG upload
+    status = {r.path.name: r.status for r in records}
+    assert status["PA.png"].startswith("rejected: preview image beside DICOM files")
+    assert status["alone.png"] == "ok"

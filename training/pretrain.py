@@ -65,6 +65,8 @@ def train(config: dict[str, Any], resume: bool = False) -> Path:
     info = engine.setup_distributed()
     run, train_cfg = Path(config["out"]), config["train"]
     engine.seed_everything(train_cfg["seed"])
+    if train_cfg.get("deterministic", True):  # bitwise-repeatable CPU kernels (exact resume, 1 vs N ranks)
+        torch.use_deterministic_algorithms(True, warn_only=True)
     model = create_model(config["model"], config.get("model_overrides"))
     store = load_store(config["data"], model.cfg, run, info)
     tokenizer = load_tokenizer(model.cfg.text)
@@ -95,7 +97,7 @@ def train(config: dict[str, Any], resume: bool = False) -> Path:
         engine.set_rng_state(state["rng"])
         step = int(state["step"])
         if info.is_main:
-            engine.truncate_log(log.path, step - 1)
+            engine.truncate_log(log.path, step)  # records 1..step were written before the stop
     elif info.is_main:
         log.path.unlink(missing_ok=True)
     if info.is_main:

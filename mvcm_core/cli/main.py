@@ -16,6 +16,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, str] = {
     "inspect": "mvcm_core.cli.inspect_cmd",
     "openi": "mvcm_core.cli.openi_cmd",
+    "phantom": "mvcm_core.cli.phantom_cmd",
 }
 
 

@@ -84,3 +84,18 @@ class Finding:
         """Inverse of :meth:`to_dict` (unknown keys are ignored)."""
         names = {"term", "side", "zone", "lobe", "severity", "subtype", "source"}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+
+SIDE_SLOTS = (None, "left", "right", "bilateral")
+
+
+def fine_label_vector(findings: list[Finding] | list[dict[str, Any]]) -> list[int]:
+    """Multi-hot over (term, side): ``len(CANONICAL_TERMS) * 4`` entries, index ``term * 4 + side``.
+
+    Finer than term-only labels: a left and a right effusion differ. ``normal`` is index 0.
+    """
+    vector = [0] * (len(CANONICAL_TERMS) * len(SIDE_SLOTS))
+    for finding in findings:
+        item = finding if isinstance(finding, Finding) else Finding.from_dict(finding)
+        vector[CANONICAL_TERMS.index(item.term) * len(SIDE_SLOTS) + SIDE_SLOTS.index(item.side)] = 1
+    return vector

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset, Sampler
 
 from mvcm_core.config import ModelCfg
 from mvcm_core.data.batching import image_batch, mask_tokens
+from mvcm_core.data.findings import fine_label_vector
 from mvcm_core.data.study_store import StudyStore
 
 
@@ -39,7 +40,8 @@ class StudyTextDataset(Dataset):
         row = self.store.rows[index]
         views, labels = self.store.views(index)
         return {"index": index, "views": views, "view_labels": labels, "text": row["text"],
-                "labels": row["labels"], "group_id": row.get("group_id", index)}
+                "labels": row["labels"], "fine_labels": fine_label_vector(row.get("findings", [])),
+                "group_id": row.get("group_id", index)}
 
 
 class PretrainCollator:
@@ -83,6 +85,7 @@ class PretrainCollator:
         batch["mlm_input_ids"], batch["mlm_labels"] = torch.cat(masked), torch.cat(labels)
         batch["sample_seeds"] = torch.tensor([s % (2**31) for s in seeds], dtype=torch.long)
         batch["labels"] = torch.tensor(np.asarray([item["labels"] for item in items], dtype=np.float32))
+        batch["teacher_labels"] = torch.tensor(np.asarray([item["fine_labels"] for item in items], dtype=np.float32))
         batch["group_ids"] = torch.tensor([item["group_id"] for item in items], dtype=torch.long)
         batch["row_index"] = torch.tensor([item["index"] for item in items], dtype=torch.long)
         if self.text_states is not None:

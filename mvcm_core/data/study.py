@@ -23,6 +23,7 @@ from mvcm_core.data.dicom_meta import DicomMeta, opaque_key
 from mvcm_core.data.windowing import WindowPreset, generic_presets, to_display
 
 RASTER_STUDY_KEY = "study-uploaded-images"
+PREVIEW_REASON = "preview image beside DICOM files in the same folder (the DICOMs are the views)"
 FRONTAL = ("PA", "AP")
 
 
@@ -187,10 +188,18 @@ def read_file(path: Path, limits: Limits | None = None) -> FileRecord:
 
 
 def scan_paths(paths: Sequence[str | Path], limits: Limits | None = None) -> list[FileRecord]:
-    """Read every file under ``paths``; duplicates of an instance already read are rejected."""
+    """Read every file under ``paths``; duplicates of an instance already read are rejected.
+
+    A PNG / JPEG in a folder that also holds DICOM files is a preview of them, not another view.
+    """
     records: list[FileRecord] = []
     seen: dict[str, Path] = {}
-    for path in collect_files(paths):
+    files = collect_files(paths)
+    dicom_folders = {p.parent for p in files if p.is_file() and sniff_kind(p) == "dicom"}
+    for path in files:
+        if path.parent in dicom_folders and sniff_kind(path) in ("png", "jpeg"):
+            records.append(FileRecord(path, sniff_kind(path), PREVIEW_REASON))
+            continue
         record = read_file(path, limits)
         meta = record.meta
         if meta is not None and meta.instance_key != "instance-none":

@@ -1,0 +1,1 @@
+"""3-D thorax phantom and PA / left-lateral projection renderer."""
