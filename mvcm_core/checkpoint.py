@@ -164,6 +164,34 @@ def read_manifest(folder: Path, verify: bool = True) -> dict[str, Any]:
     return manifest
 
 
+def _load_state(model: torch.nn.Module, folder: Path, external: bool, allow_missing: tuple[str, ...] = (),
+                allow_unused: tuple[str, ...] = ()) -> None:
+    """Load ``model.safetensors`` into ``model``; only listed prefixes may be missing or unused."""
+    try:
+        state = load_file(str(folder / WEIGHTS_NAME))
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several types on corrupt files
+        raise CheckpointError(f"{folder}: unreadable weights ({type(exc).__name__})") from None
+    state = {k: v for k, v in state.items() if not k.startswith(allow_unused)}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    prefixes = allow_missing + ((EXTERNAL_PREFIX,) if external else ())
+    bad_missing = [k for k in missing if not k.startswith(prefixes)]
+    if unexpected or bad_missing:
+        raise CheckpointError(f"{folder}: weights do not fit the config (e.g. {(bad_missing + unexpected)[:3]})")
+
+
+def load_weights_into(model: torch.nn.Module, name_or_path: str | Path, *, allow_missing: tuple[str, ...] = (),
+                      allow_unused: tuple[str, ...] = (), verify: bool = True) -> dict[str, Any]:
+    """Load a checkpoint's verified weights into an existing model (e.g. a backbone under a new head).
+
+    Returns:
+        The checkpoint's manifest.
+    """
+    folder = resolve_checkpoint(name_or_path)
+    manifest = read_manifest(folder, verify)
+    _load_state(model, folder, bool(manifest.get("external_weights")), allow_missing, allow_unused)
+    return manifest
+
+
 def load_pretrained(name_or_path: str | Path, *, revision: str | None = None, verify: bool = True):  # noqa: ANN201
     """Load an :class:`~mvcm_core.models.mvcm.MVCM` from a checkpoint folder or a Hub id.
 
@@ -183,14 +211,6 @@ def load_pretrained(name_or_path: str | Path, *, revision: str | None = None, ve
         if verify and current and external["sha256"] != current["sha256"] and "unverified" not in current["sha256"]:
             raise CheckpointError(f"the installed text encoder {external['source']!r} differs from the one this "
                                   "checkpoint was trained with (sha256 mismatch)")
-    try:
-        state = load_file(str(folder / WEIGHTS_NAME))
-    except Exception as exc:  # noqa: BLE001 - safetensors raises several types on corrupt files
-        raise CheckpointError(f"{folder}: unreadable weights ({type(exc).__name__})") from None
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    allowed_missing = [k for k in missing if external and k.startswith(EXTERNAL_PREFIX)]
-    if unexpected or len(allowed_missing) != len(missing):
-        bad = sorted(set(missing) - set(allowed_missing))[:3] + sorted(unexpected)[:3]
-        raise CheckpointError(f"{folder}: weights do not fit the config (e.g. {bad})")
+    _load_state(model, folder, external is not None)
     model.manifest = manifest
     return model.eval()

@@ -62,6 +62,9 @@ class HeadCfg:
     mim_decoder_layers: int = 1
     mlm_layers: int = 1  # text-reconstruction branch depth (co-attention layers)
     init_logit_scale: float = 2.659  # log(1 / 0.07)
+    vqa_answers: list[str] = field(default_factory=list)  # answer vocabulary (train split); [] = no VQA head
+    vqa_gca: bool = True  # AMiF gated cross-attention over the answer-vocabulary prior
+    vqa_prior_token_ids: list[int] = field(default_factory=list)  # token ids of the prior's words
 
 
 @dataclass

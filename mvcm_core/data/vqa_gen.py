@@ -165,8 +165,9 @@ def required_view(finding: Finding | None, content_type: str, answer: str = "") 
     return "any"
 
 
-def _record(study: StudyLike, question: str, answer: str, content_type: str, view: str) -> dict[str, Any]:
-    return {
+def _record(study: StudyLike, question: str, answer: str, content_type: str, view: str,
+            term: str | None = None) -> dict[str, Any]:
+    record = {
         "qid": 0,
         "img_name": study.study_id,
         "study_id": study.study_id,
@@ -178,6 +179,9 @@ def _record(study: StudyLike, question: str, answer: str, content_type: str, vie
         "required_view": view,
         "split": study.split,
     }
+    if term:
+        record["term"] = term  # the finding the question is about (per-finding accuracy)
+    return record
 
 
 def _by_term(study: StudyLike) -> dict[str, list[Finding]]:
@@ -223,12 +227,12 @@ def _finding_questions(study: StudyLike, term: str, findings: list[Finding], rng
     if side and term not in NO_SIDE_TERMS:
         if rng.random() < 0.5 or side == "bilateral":
             yield _record(
-                study, rng.choice(TEMPLATES["side_open"]).format(t=name), side, "laterality", "frontal"
+                study, rng.choice(TEMPLATES["side_open"]).format(t=name), side, "laterality", "frontal", term
             )
         else:
             asked = rng.choice(("left", "right"))
             question = rng.choice(TEMPLATES["side_closed"]).format(t=name, np=np_, side=asked)
-            yield _record(study, question, "yes" if asked == side else "no", "laterality", "frontal")
+            yield _record(study, question, "yes" if asked == side else "no", "laterality", "frontal", term)
     location = _single(_location(f) for f in findings)
     if location:
         yield _record(
@@ -237,10 +241,11 @@ def _finding_questions(study: StudyLike, term: str, findings: list[Finding], rng
             location,
             "location",
             required_view(first, "location", location),
+            term,
         )
     level = _single(VERTICAL_LEVEL.get(f.lobe or f.zone or "") for f in findings)
     if level and term not in NO_SIDE_TERMS:
-        yield _record(study, rng.choice(TEMPLATES["level"]).format(t=name), level, "location", "any")
+        yield _record(study, rng.choice(TEMPLATES["level"]).format(t=name), level, "location", "any", term)
     severity = _single(f.severity for f in findings)
     if severity:
         yield _record(
@@ -249,6 +254,7 @@ def _finding_questions(study: StudyLike, term: str, findings: list[Finding], rng
             severity,
             "severity",
             required_view(first, "severity", severity),
+            term,
         )
 
 
@@ -268,6 +274,7 @@ def _study_questions(study: StudyLike, rng: random.Random):
             top,
             "abnormality",
             required_view(grouped[top][0], "abnormality", top),
+            top,
         )
     for term in abnormal:
         yield from _finding_questions(study, term, grouped[term], rng)
@@ -290,7 +297,7 @@ def _presence_questions(studies: Sequence[StudyLike], seed: int, split: str):
         for study, answer in _balanced_closed(studies, has, rng):
             question = rng.choice(TEMPLATES["presence"]).format(np=TERM_PHRASES[term])
             view = _presence_view(study, term) if answer == "yes" else "any"
-            yield _record(study, question, answer, "presence", view)
+            yield _record(study, question, answer, "presence", view, term)
 
 
 def _presence_view(study: StudyLike, term: str) -> str:
@@ -309,7 +316,8 @@ def _view_questions(studies: Sequence[StudyLike], seed: int, split: str):
         rng = random.Random(f"{seed}:{split}:view:{key}")
         has = {s.study_id: check(s) for s in studies}
         for study, answer in _balanced_closed(studies, has, rng):
-            yield _record(study, rng.choice(TEMPLATES[key]), answer, "view", "lateral")
+            yield _record(study, rng.choice(TEMPLATES[key]), answer, "view", "lateral",
+                          "pleural effusion" if key == "recess" else None)
 
 
 def generate_vqa(studies: Iterable[StudyLike], seed: int = 0) -> list[dict[str, Any]]:

@@ -20,6 +20,7 @@ from mvcm_core.models.fusion import CoAttentionFusion
 from mvcm_core.models.heads import MIMDecoder, Projection, TiedMLMHead
 from mvcm_core.models.text import TextEncoder
 from mvcm_core.models.vision import ImageEncoder
+from mvcm_core.models.vqa import VQAHead
 
 NUM_VIEW_TYPES = 3
 
@@ -53,6 +54,11 @@ class MVCM(nn.Module):
         self.mlm_positions = nn.Embedding(cfg.text.max_length, width)
         self.mlm_branch = CoAttentionFusion(cfg.fusion, layers=heads.mlm_layers, image_stream=False)
         self.mlm_head = TiedMLMHead(width, self.text.word_embeddings)
+        self.vqa_head = None
+        if heads.vqa_answers:
+            self.vqa_head = VQAHead(width, len(heads.vqa_answers), cfg.fusion.heads, heads.vqa_gca)
+            self.register_buffer("vqa_prior_ids", torch.tensor(heads.vqa_prior_token_ids, dtype=torch.long),
+                                 persistent=False)
         self.mim_decoder = None
         if self.vision.is_vit:
             patch_pixels = self.vision.patch_size**2 * cfg.vision.in_chans
@@ -161,6 +167,26 @@ class MVCM(nn.Module):
         if positions is not None:
             hidden = hidden[positions].unsqueeze(0)  # [B, T, W] -> [1, S, W]
         return self.mlm_head(hidden)
+
+    def vqa_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Answer logits ``[Q, A]`` for questions (``input_ids`` / ``attention_mask``) about studies.
+
+        With ``study_index [Q]`` the images are the ``S`` distinct studies of the batch and each
+        question reads its study's tokens (every study is encoded once however many questions it has).
+        """
+        if self.vqa_head is None:
+            raise ValueError("this model has no VQA head (set heads.vqa_answers)")
+        study = self.encode_study(batch["images"], batch["view_ids"], batch["view_mask"].bool())
+        if "study_index" in batch:
+            index = batch["study_index"]
+            study = {k: study[k].index_select(0, index) for k in ("image_tokens", "image_token_mask")}
+        text = self.encode_text(batch["input_ids"], batch["attention_mask"], batch.get("text_states"))
+        text_fused, image_fused = self.fuse(text["text_tokens"], text["text_token_mask"], study["image_tokens"],
+                                            study["image_token_mask"])
+        prior = None
+        if self.vqa_head.gca is not None:
+            prior = self.text_to_width(self.text.word_embeddings(self.vqa_prior_ids))  # [A_w, W]
+        return self.vqa_head(text_fused, text["text_token_mask"], image_fused, study["image_token_mask"], prior)
 
     # ---------------------------------------------------------------------------------- forward
     def forward(self, batch: dict[str, torch.Tensor], tasks: frozenset[str] = frozenset(),

@@ -1,0 +1,67 @@
+"""VQA fine-tuning end to end: every public-dataset reader's fixture, and our multi-view studies."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import TINY_OVERRIDES
+
+from mvcm_core.checkpoint import load_pretrained, save_pretrained
+from mvcm_core.factory import create_model
+from mvcm_core.models.vqa import answer_prior_words
+from training.finetune_vqa import CLEAN, LITERATURE, finetune
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    torch.manual_seed(0)
+    return save_pretrained(create_model("mvcm-tiny", TINY_OVERRIDES), tmp_path_factory.mktemp("ck") / "tiny")
+
+
+def config(init, kind, root, out, **vqa):
+    return {"init": str(init), "data": {"kind": kind, "root": str(root)}, "vqa": {"gca": True, **vqa},
+            "train": {"epochs": 2, "batch_size": 8, "lr": 1e-3, "warmup_steps": 1, "seed": 0}, "out": str(out)}
+
+
+def make_fixture(name, root):
+    import test_readers
+    import test_readers_vqa
+
+    makers = {"vqa-rad": test_readers.make_vqa_rad, "slake": test_readers.make_slake,
+              "pathvqa": test_readers_vqa.make_pathvqa, "vqa-med-2019": test_readers_vqa.make_vqa_med_2019}
+    return makers[name](root)
+
+
+@pytest.mark.parametrize("dataset", ["vqa-rad", "slake", "pathvqa", "vqa-med-2019"])
+def test_each_public_dataset_reader_feeds_finetuning(dataset, tiny_checkpoint, tmp_path):
+    root = make_fixture(dataset, tmp_path / "data")
+    run = finetune(config(tiny_checkpoint, dataset, root, tmp_path / "run"))
+    model = load_pretrained(run / "checkpoint")
+    metrics = model.manifest["metrics"]["vqa_finetune"]
+    assert metrics["selection"] == CLEAN and metrics["selection_split"] == "val"
+    assert model.vqa_head is not None and len(model.cfg.heads.vqa_answers) == metrics["answers"] >= 1
+    assert [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
+def test_multi_view_studies_gca_off_single_view_and_literature_protocol(tiny_checkpoint, tmp_path):
+    from training.build_data import build_dataset
+
+    data = build_dataset(tmp_path / "data", size=32, source="random", limit=30, renders=1, workers=1, anatomies=1)
+    qa = json.loads((data / "qa.json").read_text())
+    train_answers = {q["answer"] for q in qa if q["split"] == "train"}
+    run = finetune(config(tiny_checkpoint, "mvcm-qa", data, tmp_path / "a", gca=False, views="lateral"))
+    model = load_pretrained(run / "checkpoint")
+    assert set(model.cfg.heads.vqa_answers) == train_answers  # vocabulary from train only
+    assert model.vqa_head.gca is None and model.manifest["metrics"]["vqa_finetune"]["views"] == "lateral"
+    leaky = config(tiny_checkpoint, "mvcm-qa", data, tmp_path / "b", vocabulary="train+test")
+    leaky["selection"] = {"select_on_test": True}
+    model = load_pretrained(finetune(leaky) / "checkpoint")
+    assert set(model.cfg.heads.vqa_answers) >= train_answers
+    assert model.manifest["metrics"]["vqa_finetune"]["selection"] == LITERATURE
+
+
+def test_answer_prior_keeps_words_that_are_substrings_of_earlier_words():
+    # AMiF's public code dropped "no" because "nodule" came first (substring test)
+    assert answer_prior_words(["nodule", "no", "left lower lobe", "left"]) == ["nodule", "no", "left", "lower", "lobe"]
