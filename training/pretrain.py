@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from mvcm_core.checkpoint import save_pretrained
+from mvcm_core.checkpoint import load_weights_into, save_pretrained
 from mvcm_core.data.pretrain_dataset import GlobalBatchSampler, PretrainCollator, StudyTextDataset
 from mvcm_core.factory import create_model
 from mvcm_core.models.text import load_tokenizer
@@ -68,6 +68,8 @@ def train(config: dict[str, Any], resume: bool = False) -> Path:
     if train_cfg.get("deterministic", True):  # bitwise-repeatable CPU kernels (exact resume, 1 vs N ranks)
         torch.use_deterministic_algorithms(True, warn_only=True)
     model = create_model(config["model"], config.get("model_overrides"))
+    if config.get("init"):  # continue from a checkpoint (retrieval fine-tuning); a VQA head is ignored
+        load_weights_into(model, config["init"], allow_unused=("vqa_head.",))
     store = load_store(config["data"], model.cfg, run, info)
     tokenizer = load_tokenizer(model.cfg.text)
     indices = store.indices(config["data"].get("split", "train"))

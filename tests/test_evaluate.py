@@ -1,0 +1,51 @@
+"""training.evaluate end to end on a small dataset and checkpoints the test trains."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from conftest import TINY_OVERRIDES
+
+from mvcm_core.checkpoint import save_pretrained
+from mvcm_core.factory import create_model
+from training.build_data import build_dataset
+from training.evaluate import main as evaluate_main
+from training.finetune_vqa import CLEAN, finetune
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    data = build_dataset(root / "data", size=32, source="random", limit=40, renders=1, workers=1, anatomies=1)
+    torch.manual_seed(0)
+    base = save_pretrained(create_model("mvcm-tiny", TINY_OVERRIDES), root / "base")
+    run = finetune({"init": str(base), "data": {"kind": "mvcm-qa", "root": str(data)}, "vqa": {"gca": True},
+                    "train": {"epochs": 1, "batch_size": 16, "lr": 1e-3, "seed": 0}, "out": str(root / "vqa")})
+    return data, run / "checkpoint"
+
+
+def test_vqa_evaluation_writes_metrics_baselines_plots_and_the_protocol(setup, tmp_path):
+    data, checkpoint = setup
+    out = tmp_path / "vqa.json"
+    assert evaluate_main(["--checkpoint", str(checkpoint), "--task", "vqa", "--split", "test", "--data", str(data),
+                          "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["protocol"] == CLEAN and result["split"] == "test"
+    for convention in ("dataset", "yes_no"):
+        assert {"open", "closed", "overall"} <= set(result["vqa"]["conventions"][convention])
+    assert {"global_majority", "type_majority"} <= set(result["baselines"])
+    assert (tmp_path / "vqa_per_finding.png").is_file() and (tmp_path / "vqa_confusions.png").is_file()
+    assert CLEAN in (tmp_path / "vqa.md").read_text()
+
+
+def test_retrieval_evaluation_reports_both_directions_with_rerank_and_baselines(setup, tmp_path):
+    data, checkpoint = setup
+    out = tmp_path / "ret.json"
+    evaluate_main(["--checkpoint", str(checkpoint), "--task", "retrieval", "--split", "test", "--data", str(data),
+                   "--rerank-k", "4", "--out", str(out)])
+    result = json.loads(out.read_text())
+    for direction in ("study_to_report", "report_to_study"):
+        assert {"R@1", "R@5", "R@10"} <= set(result["retrieval_itm_rerank"][direction]["recall"])
+    assert (tmp_path / "ret_recall.png").is_file()
