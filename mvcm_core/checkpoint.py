@@ -164,6 +164,20 @@ def read_manifest(folder: Path, verify: bool = True) -> dict[str, Any]:
     return manifest
 
 
+def _into_adapted_layers(state: dict[str, torch.Tensor], model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Rename ``x.weight`` to ``x.linear.weight`` where the model wraps that layer in an adapter.
+
+    So weights trained without adapters load into an adapted model (the adapters start at zero).
+    """
+    expected = set(model.state_dict())
+    renamed = {}
+    for key, value in state.items():
+        stem, _, leaf = key.rpartition(".")
+        adapted = f"{stem}.linear.{leaf}"
+        renamed[adapted if key not in expected and adapted in expected else key] = value
+    return renamed
+
+
 def _load_state(model: torch.nn.Module, folder: Path, external: bool, allow_missing: tuple[str, ...] = (),
                 allow_unused: tuple[str, ...] = ()) -> None:
     """Load ``model.safetensors`` into ``model``; only listed prefixes may be missing or unused."""
@@ -171,10 +185,10 @@ def _load_state(model: torch.nn.Module, folder: Path, external: bool, allow_miss
         state = load_file(str(folder / WEIGHTS_NAME))
     except Exception as exc:  # noqa: BLE001 - safetensors raises several types on corrupt files
         raise CheckpointError(f"{folder}: unreadable weights ({type(exc).__name__})") from None
-    state = {k: v for k, v in state.items() if not k.startswith(allow_unused)}
+    state = _into_adapted_layers({k: v for k, v in state.items() if not k.startswith(allow_unused)}, model)
     missing, unexpected = model.load_state_dict(state, strict=False)
     prefixes = allow_missing + ((EXTERNAL_PREFIX,) if external else ())
-    bad_missing = [k for k in missing if not k.startswith(prefixes)]
+    bad_missing = [k for k in missing if not k.startswith(prefixes) and ".adapter." not in k]
     if unexpected or bad_missing:
         raise CheckpointError(f"{folder}: weights do not fit the config (e.g. {(bad_missing + unexpected)[:3]})")
 

@@ -49,3 +49,18 @@ def test_retrieval_evaluation_reports_both_directions_with_rerank_and_baselines(
     for direction in ("study_to_report", "report_to_study"):
         assert {"R@1", "R@5", "R@10"} <= set(result["retrieval_itm_rerank"][direction]["recall"])
     assert (tmp_path / "ret_recall.png").is_file()
+
+
+def test_finetune_ablation_matrix_writes_one_table(setup, tmp_path):
+    from training.ablate_finetune import main as ablate_main
+
+    data, checkpoint = setup
+    base = checkpoint.parents[1] / "base"
+    ablate_main(["--init", str(base), "--data", str(data), "--seeds", "0", "1", "--epochs", "1",
+                 "--only", "multi-view (both)", "lateral only", "ViT adapters (frozen trunk)",
+                 "--out", str(tmp_path)])
+    table = (tmp_path / "ablation.md").read_text()
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith(("| variant", "| ---"))]
+    assert [row.split("|")[1].strip() for row in rows] == ["multi-view (both)", "lateral only",
+                                                           "ViT adapters (frozen trunk)"]
+    assert all(row.split("|")[2].strip() == "2" and "±" in row for row in rows)

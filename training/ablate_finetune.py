@@ -1,0 +1,114 @@
+"""Fine-tuning ablation matrix → one Markdown table (``python -m training.ablate_finetune --init CKPT --data DATA``).
+
+Rows (each over ``--seeds`` seeds, reported as mean ± half the min–max spread, on the test split,
+models selected on validation):
+
+* views: both (multi-view) vs frontal only vs lateral only — overall and view-dependent accuracy;
+* the GCA answer-vocabulary prior on vs off;
+* adapters (ViT adapters, frozen trunk) vs full fine-tuning of the image encoder;
+* ``--pretrain-config``: each pretraining objective switched off alone (re-pretrains per row).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from training.evaluate import main as evaluate_main
+from training.finetune_vqa import finetune
+from training.params import load_yaml
+
+METRICS = ("overall", "closed", "open", "lateral-view", "frontal-view")
+
+
+def summarise(result: dict[str, Any]) -> dict[str, float]:
+    """The table's numbers from an evaluate.py VQA result."""
+    vqa = result["vqa"]
+    by_view = vqa.get("by_required_view", {})
+    return {"overall": vqa["overall"]["accuracy"], "closed": vqa["conventions"]["yes_no"]["closed"]["accuracy"],
+            "open": vqa["conventions"]["yes_no"]["open"]["accuracy"],
+            "lateral-view": by_view.get("lateral", {}).get("accuracy", float("nan")),
+            "frontal-view": by_view.get("frontal", {}).get("accuracy", float("nan"))}
+
+
+def run_variant(name: str, base: dict[str, Any], changes: dict[str, Any], seeds: Sequence[int], root: Path
+                ) -> list[dict[str, float]]:
+    """Fine-tune + evaluate one variant for every seed."""
+    scores = []
+    for seed in seeds:
+        config = copy.deepcopy(base)
+        for key, value in changes.items():
+            section, _, leaf = key.partition(".")
+            config.setdefault(section, {})[leaf] = value
+        config["train"]["seed"] = seed
+        config["out"] = str(root / f"{name}-seed{seed}")
+        run = finetune(config)
+        out = run / "eval_test.json"
+        evaluate_main(["--checkpoint", str(run / "checkpoint"), "--task", "vqa", "--split", "test",
+                       "--data", config["data"]["root"], "--kind", config["data"].get("kind", "mvcm-qa"),
+                       "--views", config["vqa"].get("views", "both"), "--out", str(out)])
+        scores.append(summarise(json.loads(out.read_text())))
+    return scores
+
+
+def cell(values: list[float]) -> str:
+    """``mean ± half-spread`` in percent."""
+    values = [v for v in values if v == v]
+    if not values:
+        return "–"
+    mean = statistics.fmean(values)
+    spread = (max(values) - min(values)) / 2
+    return f"{100 * mean:.1f} ± {100 * spread:.1f}"
+
+
+def table(rows: list[tuple[str, list[dict[str, float]]]]) -> str:
+    """One Markdown table, a row per variant."""
+    lines = ["| variant | seeds | " + " | ".join(METRICS) + " |", "|" + " --- |" * (len(METRICS) + 2)]
+    for name, scores in rows:
+        lines.append(f"| {name} | {len(scores)} | " + " | ".join(cell([s[m] for s in scores]) for m in METRICS) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the matrix and write ``ablation.md``."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--init", required=True, help="pretrained checkpoint folder")
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--config", default="finetune_vqa")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--epochs", type=int, help="override the fine-tuning epochs")
+    parser.add_argument("--only", nargs="+", help="variant names to run (default: all)")
+    parser.add_argument("--out", default="runs/ablation_finetune")
+    args = parser.parse_args(argv)
+    base = load_yaml(args.config)
+    base["init"], base["data"] = args.init, {**base.get("data", {}), "root": args.data}
+    if args.epochs:
+        base["train"]["epochs"] = args.epochs
+    variants = {
+        "multi-view (both)": {"vqa.views": "both"},
+        "frontal only": {"vqa.views": "frontal"},
+        "lateral only": {"vqa.views": "lateral"},
+        "GCA off": {"vqa.gca": False},
+        "ViT adapters (frozen trunk)": {"model_overrides.vision": {"trainable": "adapters"}},
+    }
+    root = Path(args.out)
+    rows = []
+    for name, changes in variants.items():
+        if args.only and name not in args.only:
+            continue
+        rows.append((name, run_variant(name.split(" ")[0], base, changes, args.seeds, root)))
+    markdown = (f"# Fine-tuning ablation (test split, selection on validation, seeds {args.seeds})\n\n"
+                f"{table(rows)}\n")
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "ablation.md").write_text(markdown)
+    print(markdown)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
