@@ -8,7 +8,6 @@ from collections import OrderedDict
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
 from mvcm_core.data.readers import (
     ReaderError,
@@ -18,19 +17,7 @@ from mvcm_core.data.readers import (
     normalize_answer,
     read_dataset,
 )
-
-
-def write_image(path: Path) -> Path:
-    """A tiny grey image (format from the suffix)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("L", (8, 8), color=128).save(path)
-    return path
-
-
-def write_json(path: Path, data: object) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    return path
+from test_readers import write_image, write_json  # the shared fixture writers
 
 
 # --------------------------------------------------------------------------------------- fixtures
