@@ -9,7 +9,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from PIL import Image
 
 from mvcm_core.data.readers import (
     ReaderError,
@@ -21,12 +20,7 @@ from mvcm_core.data.readers import (
 )
 from mvcm_core.data.readers.__main__ import main as readers_main
 from mvcm_core.data.readers.mimic_cxr import CHEXPERT_LABELS
-
-
-def write_image(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("L", (8, 8), color=100).save(path)
-    return path
+from test_readers import write_image  # the shared fixture writer
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
