@@ -9,6 +9,7 @@ import torch
 from tqdm import tqdm
 
 from mvcm_core.config import ModelCfg
+from mvcm_core.data.batching import text_batch
 from mvcm_core.data.study_store import StudyStore
 from training.engine import DistInfo
 
@@ -41,10 +42,7 @@ def cache_text_states(model: torch.nn.Module, tokenizer: Any, store: StudyStore,
          text states ``[N, T, H]`` in bfloat16).
     """
     texts = [row["text"] for row in store.rows]
-    encoded = tokenizer(texts, padding="max_length", truncation=True, max_length=model.cfg.text.max_length,
-                        return_tensors="pt", return_special_tokens_mask=True)
-    tokens = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
-              "special_tokens_mask": encoded["special_tokens_mask"].bool()}
+    tokens = text_batch(texts, tokenizer, model.cfg.text.max_length, "max_length")
     states = []
     for start in tqdm(range(0, len(texts), chunk), desc="text cache", leave=False):
         part = slice(start, start + chunk)

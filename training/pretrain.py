@@ -8,6 +8,7 @@ step), ``last.pt`` (exact-resume state), ``checkpoint/`` (config + safetensors +
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,21 +44,13 @@ def run_step(task: torch.nn.Module, micro_batches: list[dict[str, torch.Tensor]]
     sums: dict[str, float] = {}
     for i, batch in enumerate(micro_batches):
         sync_context = task.no_sync() if isinstance(task, DistributedDataParallel) and i < len(micro_batches) - 1 \
-            else _null_context()
+            else contextlib.nullcontext()
         with sync_context, torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
             terms = task(batch, step)
         (terms["loss"] / len(micro_batches)).backward()
         for key, value in terms.items():
             sums[key] = sums.get(key, 0.0) + float(value.detach()) / len(micro_batches)
     return sums
-
-
-class _null_context:  # noqa: N801 - used like contextlib.nullcontext, without the import cost
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def train(config: dict[str, Any], resume: bool = False) -> Path:

@@ -54,9 +54,10 @@ def image_batch(views: Sequence[Sequence[np.ndarray]], labels: Sequence[Sequence
     return {"images": images, "view_ids": view_ids, "view_mask": view_mask}
 
 
-def text_batch(texts: Sequence[str], tokenizer, max_length: int) -> dict[str, torch.Tensor]:  # noqa: ANN001
-    """Tokenise reports / questions (padded to the longest, truncated to ``max_length``)."""
-    encoded = tokenizer(list(texts), padding="longest", truncation=True, max_length=max_length,
+def text_batch(texts: Sequence[str], tokenizer, max_length: int,  # noqa: ANN001
+               padding: str = "longest") -> dict[str, torch.Tensor]:
+    """Tokenise reports / questions (truncated to ``max_length``; ``padding`` as in transformers)."""
+    encoded = tokenizer(list(texts), padding=padding, truncation=True, max_length=max_length,
                         return_tensors="pt", return_special_tokens_mask=True)
     return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
             "special_tokens_mask": encoded["special_tokens_mask"].bool()}

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from mvcm_core.config import ModelCfg
-from mvcm_core.data.batching import image_batch, mask_tokens
+from mvcm_core.data.batching import image_batch, mask_tokens, text_batch
 from mvcm_core.data.findings import fine_label_vector
 from mvcm_core.data.study_store import StudyStore
 
@@ -64,11 +64,7 @@ class PretrainCollator:
         if self.token_cache is not None:
             rows = torch.tensor([item["index"] for item in items])
             return {key: value[rows] for key, value in self.token_cache.items()}
-        encoded = self.tokenizer([item["text"] for item in items], padding="max_length", truncation=True,
-                                 max_length=self.cfg.text.max_length, return_tensors="pt",
-                                 return_special_tokens_mask=True)
-        return {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"],
-                "special_tokens_mask": encoded["special_tokens_mask"].bool()}
+        return text_batch([item["text"] for item in items], self.tokenizer, self.cfg.text.max_length, "max_length")
 
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         batch = image_batch([item["views"] for item in items], [item["view_labels"] for item in items], self.cfg)

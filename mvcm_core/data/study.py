@@ -168,11 +168,11 @@ def collect_files(paths: Iterable[str | Path]) -> list[Path]:
     return list(ordered)
 
 
-def read_file(path: Path, limits: Limits | None = None) -> FileRecord:
-    """Read one file into a :class:`FileRecord` (never raises for bad input)."""
+def read_file(path: Path, limits: Limits | None = None, kind: str | None = None) -> FileRecord:
+    """Read one file into a :class:`FileRecord` (never raises for bad input); ``kind`` if already sniffed."""
     if not path.exists():
         return FileRecord(path, "unknown", "file not found")
-    kind = sniff_kind(path)
+    kind = kind or sniff_kind(path)
     try:
         if kind == "dicom":
             return FileRecord(path, kind, image=read_dicom(path, limits=limits))
@@ -195,12 +195,14 @@ def scan_paths(paths: Sequence[str | Path], limits: Limits | None = None) -> lis
     records: list[FileRecord] = []
     seen: dict[str, Path] = {}
     files = collect_files(paths)
-    dicom_folders = {p.parent for p in files if p.is_file() and sniff_kind(p) == "dicom"}
+    kinds = {p: sniff_kind(p) for p in files if p.is_file()}  # one header read per file
+    dicom_folders = {p.parent for p, kind in kinds.items() if kind == "dicom"}
     for path in files:
-        if path.parent in dicom_folders and sniff_kind(path) in ("png", "jpeg"):
-            records.append(FileRecord(path, sniff_kind(path), PREVIEW_REASON))
+        kind = kinds.get(path)
+        if path.parent in dicom_folders and kind in ("png", "jpeg"):
+            records.append(FileRecord(path, kind, PREVIEW_REASON))
             continue
-        record = read_file(path, limits)
+        record = read_file(path, limits, kind)
         meta = record.meta
         if meta is not None and meta.instance_key != "instance-none":
             if meta.instance_key in seen:
