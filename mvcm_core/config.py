@@ -26,6 +26,7 @@ class VisionCfg:
     max_views: int = 2  # views per study fed to the model (frontal first, then lateral)
     train_mask_ratio: float = 0.0  # FLIP / ALTA: drop this share of patches in pretraining forwards
     trainable: str = "full"  # "full", "frozen" or "adapters" (norms + heads only, ViTs only)
+    conv_stem: list[int] = field(default_factory=list)  # ViTs: stride-2 3x3 conv widths replacing the patchify stem
 
 
 @dataclass
@@ -62,6 +63,7 @@ class HeadCfg:
     mim_decoder_layers: int = 1
     mlm_layers: int = 1  # text-reconstruction branch depth (co-attention layers)
     init_logit_scale: float = 2.659  # log(1 / 0.07)
+    findings_classes: int = 25  # study-level findings head (len(CANONICAL_TERMS)); 0 = none
     vqa_answers: list[str] = field(default_factory=list)  # answer vocabulary (train split); [] = no VQA head
     vqa_gca: bool = True  # AMiF gated cross-attention over the answer-vocabulary prior
     vqa_prior_token_ids: list[int] = field(default_factory=list)  # token ids of the prior's words

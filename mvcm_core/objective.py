@@ -22,6 +22,7 @@ from torch import nn
 from mvcm_core.data.findings import CANONICAL_TERMS
 from mvcm_core.losses import (
     ContrastiveLoss,
+    FindingsLoss,
     ITMLoss,
     MIMLoss,
     MLMLoss,
@@ -35,7 +36,7 @@ from mvcm_core.losses.distributed import all_reduce_sum_, gather_no_grad, gather
 
 OWN_TEMPERATURE = ("inter_view", "soft_inter_view", "soft_intra_text")
 LOSS_NAMES = ("itc", "inter_view", "soft_itc", "soft_inter_view", "soft_intra_text", "token_align", "ot_align",
-              "proto", "mlm", "mim", "itm")
+              "proto", "mlm", "mim", "itm", "findings")
 
 
 def _build_loss(name: str, params: dict[str, Any], embed_dim: int) -> nn.Module:
@@ -50,7 +51,7 @@ def _build_loss(name: str, params: dict[str, Any], embed_dim: int) -> nn.Module:
         return OTAlignLoss(**params)
     if name == "proto":
         return PrototypeLoss(embed_dim=embed_dim, **params)
-    return {"mlm": MLMLoss, "mim": MIMLoss, "itm": ITMLoss}[name](**params)
+    return {"mlm": MLMLoss, "mim": MIMLoss, "itm": ITMLoss, "findings": FindingsLoss}[name](**params)
 
 
 class PretrainTask(nn.Module):
@@ -73,6 +74,8 @@ class PretrainTask(nn.Module):
                 self.losses[name] = _build_loss(name, params, model.cfg.heads.embed_dim)
         if not self.weights:
             raise ValueError("every loss is switched off")
+        if "findings" in self.weights and getattr(model, "findings_head", None) is None:
+            raise ValueError("the findings loss needs a findings head (heads.findings_classes > 0)")
         if "mim" in self.weights and mask_ratio <= 0:
             raise ValueError("the mim loss needs train.mask_ratio > 0 (patches to predict)")
         self.mask_ratio, self.seed = mask_ratio, seed
@@ -125,6 +128,8 @@ class PretrainTask(nn.Module):
         if name == "mlm":
             return _global_mean(loss(out["mlm_logits"], out["mlm_labels"]), "mlm_loss",
                                 (out["mlm_labels"] != -100).sum())
+        if name == "findings":
+            return loss(out["findings_logits"], batch["labels"])
         if name == "mim":
             return _global_mean(loss(out["mim_pred"], out["mim_target"], out["mim_mask"]), "mim_loss",
                                 out["mim_mask"].sum())

@@ -80,3 +80,20 @@ def test_itm_loss_is_plain_cross_entropy_on_raw_logits_with_accuracy():
     assert torch.isfinite(logits.grad).all()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert ITMLoss()(logits, labels)["itm_loss"].dtype == torch.float32
+
+
+def test_findings_loss_is_multilabel_bce_and_checks_shapes():
+    import torch.nn.functional as F
+
+    from mvcm_core.losses import create_loss
+
+    logits = torch.tensor([[2.0, -1.0, 0.0], [0.5, 0.5, -3.0]], requires_grad=True)
+    labels = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]])
+    loss = create_loss("findings")(logits, labels)["findings_loss"]
+    assert torch.allclose(loss, F.binary_cross_entropy_with_logits(logits, labels))
+    loss.backward()
+    assert logits.grad[0, 0] < 0 < logits.grad[1, 0]  # pushes positives up and negatives down
+    weighted = create_loss("findings", pos_weight=4.0)(logits, labels)["findings_loss"]
+    assert weighted > loss
+    with pytest.raises(ValueError, match="differ"):
+        create_loss("findings")(logits, labels[:, :2])

@@ -56,7 +56,7 @@ def test_gradients_reach_both_encoders_when_trainable():
     model = create_model("mvcm-tiny", overrides)
     out = model(random_batch(model.cfg))
     (out["image_embeds"] * out["text_embeds"]).sum().backward()
-    assert model.vision.trunk.patch_embed.proj.weight.grad.abs().sum() > 0
+    assert model.vision.trunk.patch_embed.proj[0].weight.grad.abs().sum() > 0  # first conv of the stem
     assert model.text.bert.embeddings.word_embeddings.weight.grad.abs().sum() > 0
 
 
@@ -132,3 +132,23 @@ def test_base_config_names_a_vit_b16_and_a_clinical_bert_by_hub_id():
     cfg = get_model_config("mvcm-base")
     assert cfg.vision.timm_name == "vit_base_patch16_224" and cfg.vision.pretrained is True
     assert cfg.text.hf_name == "emilyalsentzer/Bio_ClinicalBERT" and cfg.text.trainable == "adapters"
+
+
+def test_conv_stem_keeps_dropped_patches_out_of_the_visible_tokens():
+    model = create_model("mvcm-tiny", TINY_OVERRIDES).eval()
+    encoder = model.vision
+    assert encoder.conv_stem and encoder.num_patches == 4  # 32 px, total stride 16
+    images = torch.randn(1, 1, 32, 32)
+    keep_ids = torch.tensor([[0, 3]])  # top-left and bottom-right patches kept
+    altered = images.clone()
+    altered[:, :, :16, 16:] += 5.0  # top-right patch: dropped
+    with torch.no_grad():
+        assert torch.allclose(encoder(images, keep_ids), encoder(altered, keep_ids), atol=1e-6)
+        assert not torch.allclose(encoder(images), encoder(altered), atol=1e-3)  # unmasked: it is seen
+
+
+def test_conv_stem_depth_must_match_the_patch_size():
+    overrides = copy.deepcopy(TINY_OVERRIDES)
+    overrides["vision"]["conv_stem"] = [8, 16]
+    with pytest.raises(ValueError, match="conv_stem"):
+        create_model("mvcm-tiny", overrides)

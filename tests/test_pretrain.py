@@ -41,7 +41,7 @@ def test_smoke_config_trains_every_loss_and_writes_a_checkpoint(phantom_data, tm
     log = records(run)
     assert len(log) == 40
     terms = [k for k in log[0] if k.endswith("_loss")]
-    assert len(terms) == 11  # every objective of the five papers is on
+    assert len(terms) == 12  # every objective of the five papers is on, plus the findings auxiliary
     quarter = len(log) // 4
     for term in terms:
         first = np.mean([r[term] for r in log[:quarter]])
@@ -92,8 +92,8 @@ def test_ablation_command_switches_each_loss_off_alone(phantom_data, tmp_path, c
                  "--set", "data.build=null", "--set", "model_overrides.vision.timm_kwargs.depth=1"])
     table = (tmp_path / "ablation.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| all") or line.startswith("| no ")]
-    assert len(rows) == 12  # all losses + each of the 11 switched off
-    assert "| no itm |" in table and table.count(" off ") == 11
+    assert len(rows) == 13  # all losses + each of the 12 switched off
+    assert "| no itm |" in table and "| no findings |" in table and table.count(" off ") == 12
     assert all(row.split("|")[2].strip() == "yes" for row in rows), table
 
 

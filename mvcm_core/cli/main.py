@@ -17,6 +17,9 @@ COMMANDS: dict[str, str] = {
     "inspect": "mvcm_core.cli.inspect_cmd",
     "openi": "mvcm_core.cli.openi_cmd",
     "phantom": "mvcm_core.cli.phantom_cmd",
+    "ask": "mvcm_core.cli.predict_cmd",
+    "retrieve": "mvcm_core.cli.predict_cmd",
+    "index": "mvcm_core.cli.index_cmd",
 }
 
 
@@ -27,8 +30,9 @@ def build_parser(commands: Sequence[str] | None = None) -> argparse.ArgumentPars
     parser = argparse.ArgumentParser(prog="mvcm", description="MVCM multi-view medical vision-language tools.")
     parser.add_argument("--version", action="version", version=f"mvcm {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in commands or COMMANDS:
-        importlib.import_module(COMMANDS[name]).add_parser(subparsers)
+    modules = dict.fromkeys(COMMANDS[name] for name in commands or COMMANDS)  # one module may serve several
+    for module in modules:
+        importlib.import_module(module).add_parser(subparsers)
     return parser
 
 

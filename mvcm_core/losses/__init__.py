@@ -12,6 +12,7 @@ Every loss takes tensors only and returns ``{"<name>_loss": scalar, ...}``; keys
 | ``proto`` | :class:`PrototypeLoss` | ``proto_loss`` |
 | ``mlm`` / ``mim`` | :class:`MLMLoss` / :class:`MIMLoss` | ``mlm_loss`` / ``mim_loss`` |
 | ``itm`` | :class:`ITMLoss` | ``itm_loss`` |
+| ``findings`` | :class:`FindingsLoss` | ``findings_loss`` (auxiliary, not from the papers) |
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import nn
 
 from mvcm_core.losses.contrastive import ContrastiveLoss, contrastive_targets
 from mvcm_core.losses.distributed import gather_no_grad, gather_with_grad
+from mvcm_core.losses.findings import FindingsLoss
 from mvcm_core.losses.itm import ITMLoss, sample_hard_negatives
 from mvcm_core.losses.masked_modeling import (
     IGNORE_INDEX,
@@ -53,6 +55,7 @@ LOSS_REGISTRY: dict[str, type[nn.Module]] = {
     "mlm": MLMLoss,
     "mim": MIMLoss,
     "itm": ITMLoss,
+    "findings": FindingsLoss,
 }
 
 # classes shared by several short names take the short name as their `name` (the output key prefix)
@@ -78,6 +81,7 @@ __all__ = [
     "IGNORE_INDEX",
     "LOSS_REGISTRY",
     "ContrastiveLoss",
+    "FindingsLoss",
     "ITMLoss",
     "MIMLoss",
     "MLMLoss",

@@ -51,6 +51,7 @@ class MVCM(nn.Module):
         self.text_token_projection = nn.Linear(width, heads.token_dim)
         self.logit_scale = nn.Parameter(torch.tensor(float(heads.init_logit_scale)))
         self.itm_head = nn.Linear(2 * width, 2)
+        self.findings_head = nn.Linear(self.vision.width, heads.findings_classes) if heads.findings_classes else None
         self.mlm_positions = nn.Embedding(cfg.text.max_length, width)
         self.mlm_branch = CoAttentionFusion(cfg.fusion, layers=heads.mlm_layers, image_stream=False)
         self.mlm_head = TiedMLMHead(width, self.text.word_embeddings)
@@ -91,7 +92,7 @@ class MVCM(nn.Module):
                      keep_ids: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """Encode every view and build the study-level token sequence.
 
-        Returns image_embeds [B, E], view_embeds [B, V, E], view_features [B, V, Dv],
+        Returns image_embeds [B, E], study_features [B, Dv] (pooled views), findings_logits [B, F] (with a findings head), view_embeds [B, V, E], view_features [B, V, Dv],
         view_tokens [B*V, L, Dv] (raw encoder tokens), image_tokens [B, V*L, W] with
         image_token_mask [B, V*L], image_local [B, V*L, Dt] with image_local_mask (patches only).
         """
@@ -100,7 +101,8 @@ class MVCM(nn.Module):
         length = tokens.shape[1]
         view_features = tokens[:, 0].view(b, v, -1)  # [B*V, Dv] -> [B, V, Dv]
         present = view_mask.unsqueeze(-1)  # [B, V, 1]
-        image_embeds = F.normalize(self.image_projection(masked_mean(view_features, present, 1)), dim=-1)
+        pooled = masked_mean(view_features, present, 1)  # [B, Dv]
+        image_embeds = F.normalize(self.image_projection(pooled), dim=-1)
         view_embeds = F.normalize(self.image_projection(view_features), dim=-1)
         study = self.image_to_width(tokens).view(b, v, length, -1)  # [B*V, L, W] -> [B, V, L, W]
         study = study + self.view_embedding(view_ids).unsqueeze(2)
@@ -113,13 +115,16 @@ class MVCM(nn.Module):
         local_mask = token_mask.clone()
         local_mask[:, :, : self.vision.num_prefix_tokens] = False  # token alignment uses patches only
         image_tokens = study.flatten(1, 2)  # [B, V, L, W] -> [B, V*L, W]
-        return {
-            "image_embeds": image_embeds, "view_embeds": view_embeds, "view_features": view_features,
+        out = {
+            "image_embeds": image_embeds, "study_features": pooled, "view_embeds": view_embeds, "view_features": view_features,
             "view_tokens": tokens, "image_tokens": image_tokens,
             "image_token_mask": token_mask.flatten(1, 2),  # [B, V, L] -> [B, V*L]
             "image_local": F.normalize(self.image_token_projection(image_tokens), dim=-1),
             "image_local_mask": local_mask.flatten(1, 2),
         }
+        if self.findings_head is not None:
+            out["findings_logits"] = self.findings_head(pooled)  # [B, findings]
+        return out
 
     # ------------------------------------------------------------------------------------- text
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,

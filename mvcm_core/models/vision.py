@@ -28,6 +28,22 @@ def _pretrained_kwargs(pretrained: bool | str) -> dict:
     return {"pretrained": True, "pretrained_cfg_overlay": {"file": str(path)}}
 
 
+class ConvStem(nn.Sequential):
+    """Stride-2 3x3 convolutions (GroupNorm, GELU) then a 1x1 projection: a ViT stem of total stride 2^n.
+
+    Xiao et al. 2021, "Early convolutions help transformers see better": trains faster and more
+    stably than the 16x16 patchify convolution, which matters for ViTs trained from scratch.
+    """
+
+    def __init__(self, in_chans: int, widths: list[int], embed_dim: int) -> None:
+        layers: list[nn.Module] = []
+        for width_in, width_out in zip([in_chans, *widths[:-1]], widths):
+            layers += [nn.Conv2d(width_in, width_out, 3, stride=2, padding=1, bias=False),
+                       nn.GroupNorm(1, width_out), nn.GELU()]
+        layers.append(nn.Conv2d(widths[-1], embed_dim, 1))
+        super().__init__(*layers)
+
+
 class ImageEncoder(nn.Module):
     """Per-view token encoder.
 
@@ -42,6 +58,9 @@ class ImageEncoder(nn.Module):
 
         kwargs = dict(cfg.timm_kwargs)
         self.is_vit = "vit" in cfg.timm_name or "deit" in cfg.timm_name
+        self.conv_stem = bool(cfg.conv_stem)
+        if self.conv_stem and not self.is_vit:
+            raise ValueError("vision.conv_stem replaces a ViT's patch embedding; this encoder is not a ViT")
         if self.is_vit:
             kwargs.setdefault("img_size", cfg.image_size)
             kwargs.setdefault("dynamic_img_size", False)
@@ -53,6 +72,11 @@ class ImageEncoder(nn.Module):
             grid = self.trunk.patch_embed.grid_size
             self.num_patches: int = grid[0] * grid[1]
             self.patch_size: int = self.trunk.patch_embed.patch_size[0]
+            if cfg.conv_stem:
+                if 2 ** len(cfg.conv_stem) != self.patch_size:
+                    raise ValueError(f"vision.conv_stem needs log2(patch size) = "
+                                     f"{self.patch_size.bit_length() - 1} layers, got {len(cfg.conv_stem)}")
+                self.trunk.patch_embed.proj = ConvStem(cfg.in_chans, list(cfg.conv_stem), self.trunk.embed_dim)
         else:
             self.num_patches, self.patch_size = 0, 0
         self._set_trainable(cfg)
@@ -83,12 +107,22 @@ class ImageEncoder(nn.Module):
         if keep_ids is None:
             return self.trunk.forward_features(images)  # [M, prefix + N, D]
         trunk = self.trunk
+        if self.conv_stem:
+            images = images * self.pixel_keep_mask(keep_ids, images.shape[-2:])  # dropped patches leak nothing
         tokens = trunk._pos_embed(trunk.patch_embed(images))  # [M, prefix + N, D]
         prefix, patches = tokens[:, : self.num_prefix_tokens], tokens[:, self.num_prefix_tokens:]
         index = keep_ids.unsqueeze(-1).expand(-1, -1, patches.shape[-1])  # [M, K] -> [M, K, D]
         tokens = torch.cat([prefix, torch.gather(patches, 1, index)], dim=1)  # [M, prefix + K, D]
         tokens = trunk.norm_pre(trunk.patch_drop(tokens))
         return trunk.norm(trunk.blocks(tokens))
+
+    def pixel_keep_mask(self, keep_ids: torch.Tensor, size: torch.Size) -> torch.Tensor:
+        """``[M, 1, H, W]`` of 1 on the kept patches' pixels and 0 elsewhere."""
+        grid_h, grid_w = size[0] // self.patch_size, size[1] // self.patch_size
+        keep = torch.zeros(keep_ids.shape[0], grid_h * grid_w, device=keep_ids.device)
+        keep.scatter_(1, keep_ids, 1.0)
+        keep = keep.view(-1, 1, grid_h, grid_w)  # [M, N] -> [M, 1, gh, gw]
+        return keep.repeat_interleave(self.patch_size, 2).repeat_interleave(self.patch_size, 3)
 
     def patchify(self, images: torch.Tensor) -> torch.Tensor:
         """``[M, C, H, W] -> [M, N, p*p*C]`` in the patch order of the encoder."""

@@ -1,0 +1,279 @@
+"""Serving: a :class:`Predictor` answers questions about a study and retrieves similar reports.
+
+``Predictor.from_pretrained(folder | Hub id)`` loads a checkpoint once (sha256 of every file checked
+before the safetensors are read), with its optional retrieval index (``index/``), out-of-distribution
+scorer (``ood.npz``, fitted on the training studies' ``study_features``) and answer calibration (``calibration.json``). Every call runs under
+``torch.inference_mode()`` behind a lock, so one Predictor serves concurrent requests.
+
+A *study* is a :class:`~mvcm_core.data.study.Study`, a list of ``(display image, view label)`` pairs
+(display images in [0, 1], 1 = white, or uint8), or paths to the files of one study.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+
+from mvcm_core.checkpoint import load_pretrained, resolve_checkpoint
+from mvcm_core.data.batching import image_batch, order_views, text_batch
+from mvcm_core.data.transforms import view_to_input
+
+StudyInput = Union["Study", Sequence[tuple[np.ndarray, str]], str, Path, Sequence[Union[str, Path]]]  # noqa: F821
+MAX_QUESTION_CHARS = 300
+INDEX_NAME, OOD_NAME, CALIBRATION_NAME = "index", "ood.npz", "calibration.json"
+
+
+@dataclass
+class Answer:
+    """One answer with its evidence."""
+
+    question: str
+    answer: str
+    probability: float
+    alternatives: list[tuple[str, float]]
+    view_contributions: dict[str, float]  # probability drop when that view is removed
+    attention_maps: dict[str, list[list[float]]]  # per view: [grid, grid], sums to 1 over all views
+    view_labels: list[str]
+    in_distribution: bool | None
+    ood_score: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+@dataclass
+class RetrievedReport:
+    """One retrieved report, verbatim, with its score and attribution."""
+
+    rank: int
+    score: float
+    text: str
+    findings: list[dict[str, Any]]
+    report_uid: str = ""
+    attribution: str = ""
+    study_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return asdict(self)
+
+
+def study_views(study: StudyInput, size: int) -> tuple[list[np.ndarray], list[str]]:
+    """Model inputs ``[size, size]`` uint8 and view labels of one study, whatever form it came in."""
+    from mvcm_core.data.study import Study, load_studies
+
+    if isinstance(study, (str, Path)) or (isinstance(study, Sequence) and study and
+                                          isinstance(study[0], (str, Path))):
+        paths = [study] if isinstance(study, (str, Path)) else list(study)
+        studies, records = load_studies(paths)
+        if not studies:
+            reasons = "; ".join(f"{r.path.name}: {r.status}" for r in records if not r.ok)
+            raise ValueError(f"no usable image in {len(records)} file(s)" + (f" ({reasons})" if reasons else ""))
+        if len(studies) > 1:
+            raise ValueError(f"these files hold {len(studies)} different studies; pass one study at a time")
+        study = studies[0]
+    if isinstance(study, Study):
+        pairs = [(view.pixels, view.label) for view in study.views]
+    else:
+        pairs = list(study)
+    if not pairs:
+        raise ValueError("the study has no views")
+    views = [pixels if pixels.dtype == np.uint8 and pixels.shape == (size, size) else view_to_input(pixels, size)
+             for pixels, _ in pairs]
+    return views, [label for _, label in pairs]
+
+
+class Predictor:
+    """A loaded checkpoint that answers and retrieves (see the module docstring)."""
+
+    def __init__(self, model: torch.nn.Module, folder: Path | None = None, index: Any = None, ood: Any = None,
+                 temperature: float = 1.0) -> None:
+        from mvcm_core.models.text import load_tokenizer
+
+        self.model = model.eval()
+        self.cfg = model.cfg
+        self.folder = folder
+        self.index, self.ood, self.temperature = index, ood, float(temperature)
+        self.tokenizer = load_tokenizer(self.cfg.text)
+        self.answers = list(self.cfg.heads.vqa_answers)
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, *, revision: str | None = None) -> Predictor:
+        """Load a checkpoint folder or Hub id (verified), with its index, OOD scorer and calibration."""
+        folder = resolve_checkpoint(name_or_path, revision)
+        model = load_pretrained(folder, revision=revision)
+        index = ood = None
+        if (folder / INDEX_NAME).is_dir():
+            from mvcm_core.index import ReportIndex
+
+            index = ReportIndex.load(folder / INDEX_NAME)
+        if (folder / OOD_NAME).is_file():
+            from mvcm_core.ood import OODScorer
+
+            ood = OODScorer.load(folder / OOD_NAME)
+        temperature = 1.0
+        if (folder / CALIBRATION_NAME).is_file():
+            temperature = float(json.loads((folder / CALIBRATION_NAME).read_text())["temperature"])
+        return cls(model, folder, index, ood, temperature)
+
+    @property
+    def manifest(self) -> dict[str, Any]:
+        """The checkpoint's manifest (provenance, metrics)."""
+        return getattr(self.model, "manifest", {})
+
+    # ----------------------------------------------------------------------------- internals
+    def _batch(self, views: list[np.ndarray], labels: list[str], drop_slots: Sequence[int | None]
+               ) -> dict[str, torch.Tensor]:
+        """The study once per entry of ``drop_slots`` (None = all views; s = without slot s)."""
+        batch = image_batch([views] * len(drop_slots), [labels] * len(drop_slots), self.cfg)
+        for row, slot in enumerate(drop_slots):
+            if slot is not None:
+                batch["view_mask"][row, slot] = False
+        return batch
+
+    def _ood(self, study_features: torch.Tensor) -> tuple[bool | None, float | None]:
+        if self.ood is None:
+            return None, None
+        embedding = study_features.float().numpy()[:1]
+        return bool(self.ood.is_in_distribution(embedding)[0]), float(self.ood.score(embedding)[0])
+
+    def _attention_maps(self, view_mask: torch.Tensor, labels: list[str]) -> dict[str, list[list[float]]]:
+        """Question [CLS] → image-token attention of the last fusion layer, per view as a patch grid."""
+        weights = self.model.fusion.text_layers[-1].cross_attn.last_weights  # [B, h, T, V*L + M]
+        vision = self.model.vision
+        v, length = self.cfg.vision.max_views, vision.num_prefix_tokens + vision.num_patches
+        cls_row = weights[0, :, 0, : v * length].mean(0).view(v, length)  # [V*L] -> [V, L]
+        patches = cls_row[:, vision.num_prefix_tokens:]
+        patches = patches / patches.sum().clamp_min(1e-12)
+        grid = int(round(vision.num_patches ** 0.5))
+        slots = order_views(labels, v)
+        maps = {}
+        for slot, index in enumerate(slots):
+            if index is not None and bool(view_mask[0, slot]):
+                maps[labels[index]] = patches[slot].view(grid, grid).tolist()  # [N] -> [grid, grid]
+        return maps
+
+    # ----------------------------------------------------------------------------------- API
+    def answer(self, study: StudyInput, question: str, top_k: int = 5) -> Answer:
+        """Answer one question; evidence = top-k alternatives, attention maps, view contributions."""
+        question = " ".join(str(question).split())
+        if not question:
+            raise ValueError("the question is empty")
+        if len(question) > MAX_QUESTION_CHARS:
+            raise ValueError(f"the question is longer than {MAX_QUESTION_CHARS} characters")
+        views, labels = study_views(study, self.cfg.preprocess.image_size)
+        slots = order_views(labels, self.cfg.vision.max_views)
+        present = [s for s, index in enumerate(slots) if index is not None]
+        drops: list[int | None] = [None] + (present if len(present) > 1 else [])
+        batch = self._batch(views, labels, drops)
+        batch.update(text_batch([question] * len(drops), self.tokenizer, 32))
+        attention = self.model.fusion.text_layers[-1].cross_attn
+        with self._lock, torch.inference_mode():
+            attention.keep_weights = True
+            try:
+                logits = self.model.vqa_logits(batch).float() / self.temperature  # [1 + drops, A]
+                maps = self._attention_maps(batch["view_mask"], labels)
+            finally:
+                attention.keep_weights, attention.last_weights = False, None
+            study_features = self.model.encode_study(batch["images"][:1], batch["view_ids"][:1],
+                                                     batch["view_mask"][:1])["study_features"]
+        probabilities = logits.softmax(-1)
+        best = probabilities[0].topk(min(top_k, len(self.answers)))
+        chosen = int(best.indices[0])
+        contributions = {labels[slots[slot]]: round(float(probabilities[0, chosen] - probabilities[row, chosen]), 4)
+                         for row, slot in enumerate(drops) if slot is not None}
+        in_distribution, score = self._ood(study_features)
+        return Answer(question=question, answer=self.answers[chosen], probability=round(float(best.values[0]), 4),
+                      alternatives=[(self.answers[int(i)], round(float(p), 4)) for p, i in zip(*best)],
+                      view_contributions=contributions, attention_maps=maps, view_labels=labels,
+                      in_distribution=in_distribution, ood_score=score)
+
+    def encode_study(self, study: StudyInput) -> dict[str, np.ndarray]:
+        """``image_embeds [E]`` (L2-normalised, for retrieval) and ``study_features [Dv]`` (for OOD)."""
+        views, labels = study_views(study, self.cfg.preprocess.image_size)
+        batch = self._batch(views, labels, [None])
+        with self._lock, torch.inference_mode():
+            out = self.model.encode_study(batch["images"], batch["view_ids"], batch["view_mask"])
+        return {key: out[key][0].float().numpy() for key in ("image_embeds", "study_features")}
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """``[N, E]`` L2-normalised report embeddings."""
+        encoded = text_batch(texts, self.tokenizer, self.cfg.text.max_length)
+        with self._lock, torch.inference_mode():
+            out = self.model.encode_text(encoded["input_ids"], encoded["attention_mask"])
+        return out["text_embeds"].float().numpy()
+
+    def _reports(self, query: np.ndarray, k: int) -> list[RetrievedReport]:
+        if self.index is None or len(self.index) == 0:
+            raise ValueError("this checkpoint has no retrieval index")
+        scores, ids = self.index.search(query, k)
+        out = []
+        for rank, (score, row) in enumerate(zip(scores[0], ids[0]), start=1):
+            record = dict(self.index.records[int(row)])
+            out.append(RetrievedReport(rank=rank, score=round(float(score), 4), text=record.pop("text"),
+                                       findings=record.pop("findings", []), report_uid=record.pop("report_uid", ""),
+                                       attribution=record.pop("attribution", ""),
+                                       study_id=record.pop("study_id", None), extra=record))
+        return out
+
+    def retrieve(self, study: StudyInput, k: int = 5) -> dict[str, Any]:
+        """The ``k`` most similar reports of the index for a study, with the OOD flag."""
+        encoded = self.encode_study(study)
+        in_distribution, score = self._ood(torch.from_numpy(encoded["study_features"])[None])
+        return {"reports": self._reports(encoded["image_embeds"][None], k), "in_distribution": in_distribution,
+                "ood_score": score}
+
+    def retrieve_text(self, query: str, k: int = 5) -> list[RetrievedReport]:
+        """The ``k`` reports of the index closest to a free-text query."""
+        if not str(query).strip():
+            raise ValueError("the query is empty")
+        return self._reports(self.embed_texts([query]), k)
+
+
+DEFAULT_CHECKPOINT_NAME = "mvcm-tiny-phantom"
+
+
+def default_checkpoint() -> str:
+    """``$MVCM_CHECKPOINT`` (folder or Hub id), else the checkpoint shipped in the repository's ``assets/``."""
+    import os
+
+    configured = os.environ.get("MVCM_CHECKPOINT")
+    if configured:
+        return configured
+    shipped = Path(__file__).resolve().parents[1] / "assets" / "checkpoints" / DEFAULT_CHECKPOINT_NAME
+    if not shipped.is_dir():
+        raise FileNotFoundError(f"no shipped checkpoint at {shipped}; pass --checkpoint or set MVCM_CHECKPOINT")
+    return str(shipped)
+
+
+def build_report_index(predictor: Predictor, records: Sequence[dict[str, Any]], *, batch_size: int = 64,
+                       backend: str = "auto", progress: bool = True) -> Any:
+    """Embed reports with a checkpoint's text tower and index them (records need ``text`` and ``report_uid``).
+
+    Returns:
+        A :class:`~mvcm_core.index.ReportIndex` whose meta names the checkpoint.
+    """
+    from tqdm import tqdm
+
+    from mvcm_core.index import ReportIndex
+
+    if not records:
+        raise ValueError("no reports to index")
+    meta = {"model_name": predictor.cfg.name, "checkpoint": str(predictor.folder or ""),
+            "weights_sha256": predictor.manifest.get("files", {}).get("model.safetensors", "")}
+    index = ReportIndex(predictor.cfg.heads.embed_dim, backend, meta=meta)
+    starts = range(0, len(records), batch_size)
+    for start in tqdm(starts, desc="index reports", disable=not progress, leave=False):
+        chunk = [dict(r) for r in records[start:start + batch_size]]
+        index.add(predictor.embed_texts([r["text"] for r in chunk]), chunk)
+    return index

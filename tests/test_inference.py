@@ -1,0 +1,187 @@
+"""Predictor: verified loading, answers with evidence, concurrency, and the ``mvcm ask`` command."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+import torch
+from conftest import TINY_OVERRIDES
+
+from mvcm_core.checkpoint import CheckpointError, save_pretrained
+from mvcm_core.data.phantom.dataset import random_specs, write_study
+from mvcm_core.inference import Predictor
+from training.finetune_vqa import build_vqa_model
+
+ANSWERS = ["no", "yes", "left", "right", "bilateral", "cardiomegaly"]
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    root = tmp_path_factory.mktemp("served")
+    torch.manual_seed(0)
+    model = build_vqa_model("mvcm-tiny", ANSWERS, True, TINY_OVERRIDES)
+    checkpoint = save_pretrained(model, root / "checkpoint")
+    spec = random_specs(1, seed=3)[0]
+    write_study(root / "studies", spec, size=64)
+    return checkpoint, root / "studies" / spec.study_id
+
+
+def test_answer_carries_alternatives_attention_maps_and_view_contributions(served):
+    checkpoint, study = served
+    predictor = Predictor.from_pretrained(checkpoint)
+    answer = predictor.answer(study, "  Is there a pleural   effusion? ", top_k=3)
+    assert answer.question == "Is there a pleural effusion?"
+    assert answer.answer == answer.alternatives[0][0] and answer.answer in ANSWERS
+    probabilities = [p for _, p in answer.alternatives]
+    assert len(probabilities) == 3 and probabilities == sorted(probabilities, reverse=True)
+    assert sorted(answer.view_labels) == ["LATERAL", "PA"]
+    assert set(answer.view_contributions) == {"PA", "LATERAL"}
+    grid = predictor.model.vision.num_patches ** 0.5
+    total = sum(sum(map(sum, m)) for m in answer.attention_maps.values())
+    assert set(answer.attention_maps) == {"PA", "LATERAL"} and len(answer.attention_maps["PA"]) == grid
+    assert total == pytest.approx(1.0, abs=1e-4)
+    assert answer.in_distribution is None  # no OOD scorer in this checkpoint
+    json.dumps(answer.to_dict())
+
+
+def test_single_view_study_has_no_contributions_and_one_map(served):
+    checkpoint, study = served
+    predictor = Predictor.from_pretrained(checkpoint)
+    answer = predictor.answer([study / "PA.dcm"], "Is the heart enlarged?")
+    assert answer.view_contributions == {} and list(answer.attention_maps) == ["PA"]
+
+
+def test_concurrent_answers_equal_sequential_ones(served):
+    checkpoint, study = served
+    predictor = Predictor.from_pretrained(checkpoint)
+    questions = ["Is there a pneumothorax?", "Which side is the effusion on?", "Is this study normal?"] * 2
+    expected = [predictor.answer(study, q).alternatives for q in questions]
+    results: dict[int, list] = {}
+
+    def ask(i: int) -> None:
+        results[i] = predictor.answer(study, questions[i]).alternatives
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(questions))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [results[i] for i in range(len(questions))] == expected
+
+
+def test_bad_questions_and_inputs_get_one_line_errors(served, tmp_path):
+    checkpoint, study = served
+    predictor = Predictor.from_pretrained(checkpoint)
+    with pytest.raises(ValueError, match="empty"):
+        predictor.answer(study, "   ")
+    with pytest.raises(ValueError, match="longer than"):
+        predictor.answer(study, "why " * 100)
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match="no usable image"):
+        predictor.answer([tmp_path / "notes.txt"], "Is there an effusion?")
+    with pytest.raises(ValueError, match="no retrieval index"):
+        predictor.retrieve(study)
+
+
+def test_a_tampered_weights_file_is_refused_before_loading(served, tmp_path):
+    import shutil
+
+    checkpoint, _ = served
+    copy = shutil.copytree(checkpoint, tmp_path / "tampered")
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0x01
+    weights.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256"):
+        Predictor.from_pretrained(copy)
+
+
+def test_mvcm_ask_prints_json(served, capsys):
+    from mvcm_core.cli.main import main
+
+    checkpoint, study = served
+    assert main(["ask", str(study), "--question", "Is there a pleural effusion?", "--json",
+                 "--checkpoint", str(checkpoint)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["answer"] in ANSWERS and len(out["alternatives"]) == 5 and "in_distribution" in out
+    assert main(["ask", str(study), "--question", "", "--checkpoint", str(checkpoint)]) == 2
+    assert "empty" in capsys.readouterr().err
+
+
+REPORTS = [
+    {"report_uid": f"R{i}", "text": text, "findings": findings, "attribution": "synthetic test report"}
+    for i, (text, findings) in enumerate([
+        ("Small left pleural effusion.", [{"term": "pleural effusion", "side": "left"}]),
+        ("The heart is enlarged.", [{"term": "cardiomegaly"}]),
+        ("No acute cardiopulmonary abnormality.", []),
+        ("Right upper lobe nodule.", [{"term": "nodule", "side": "right"}]),
+        ("Pacemaker in place; lungs clear.", [{"term": "device"}]),
+        ("Hyperinflated lungs consistent with emphysema.", [{"term": "emphysema"}]),
+    ])
+]
+
+
+@pytest.fixture(scope="module")
+def served_with_index(served, tmp_path_factory):
+    import shutil
+
+    from mvcm_core.cli.main import main
+
+    checkpoint, study = served
+    folder = shutil.copytree(checkpoint, tmp_path_factory.mktemp("full") / "checkpoint")
+    reports = folder.parent / "reports.jsonl"
+    reports.write_text("\n".join(json.dumps(r) for r in REPORTS) + "\n")
+    assert main(["index", str(reports), "--out", str(folder / "index"), "--checkpoint", str(checkpoint)]) == 0
+    return folder, study
+
+
+def test_retrieve_ranks_reports_with_scores_findings_and_attribution(served_with_index):
+    folder, study = served_with_index
+    predictor = Predictor.from_pretrained(folder)
+    result = predictor.retrieve(study, k=4)
+    reports = result["reports"]
+    assert [r.rank for r in reports] == [1, 2, 3, 4]
+    assert [r.score for r in reports] == sorted((r.score for r in reports), reverse=True)
+    assert {r.report_uid for r in reports} <= {r["report_uid"] for r in REPORTS}
+    assert all(r.attribution == "synthetic test report" for r in reports)
+    by_text = predictor.retrieve_text(REPORTS[1]["text"], k=2)
+    assert by_text[0].report_uid == "R1" and by_text[0].score == pytest.approx(1.0, abs=2e-3)  # itself
+
+
+def test_ood_scorer_in_the_checkpoint_flags_unlike_inputs(served_with_index, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from mvcm_core.ood import OODScorer
+
+    folder, study = served_with_index
+    folder = shutil.copytree(folder, tmp_path / "checkpoint")
+    predictor = Predictor.from_pretrained(folder)
+    features = predictor.encode_study(study)["study_features"]
+    rng = np.random.default_rng(0)
+    cloud = features + 0.01 * rng.standard_normal((200, features.shape[0]))  # "training studies" around it
+    scorer = OODScorer("mahalanobis").fit(cloud[:150])
+    scorer.calibrate(cloud[150:], quantile=0.99)
+    scorer.save(folder / "ood.npz")
+    predictor = Predictor.from_pretrained(folder)
+    answer = predictor.answer(study, "Is there a pleural effusion?")
+    assert answer.in_distribution is True and answer.ood_score is not None
+    noise = (rng.random((64, 64)) * 255).astype(np.uint8)
+    flagged = predictor.retrieve([(noise, "unknown")], k=2)
+    assert flagged["in_distribution"] is False and flagged["ood_score"] > scorer.threshold
+
+
+def test_mvcm_retrieve_and_index_errors(served_with_index, tmp_path, capsys):
+    from mvcm_core.cli.main import main
+
+    folder, study = served_with_index
+    assert main(["retrieve", str(study), "--top-k", "5", "--json", "--checkpoint", str(folder)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out["reports"]) == 5 and out["reports"][0]["rank"] == 1
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "no uid"}\n')
+    assert main(["index", str(bad), "--out", str(tmp_path / "idx"), "--checkpoint", str(folder)]) == 2
+    assert "line 1" in capsys.readouterr().err
