@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from conftest import chest_like
 
 from demo import handlers
@@ -31,12 +32,39 @@ def test_two_studies_are_announced_not_merged(tmp_path):
 
 
 def test_empty_upload():
-    assert handlers.load_upload(None) == ([], [], "Upload the DICOM files (or PNG / JPEG images) of one study.")
+    assert handlers.load_upload(None) == (
+        [],
+        [],
+        "Upload the DICOM files (or PNG / JPEG images) of one study.",
+    )
 
 
-def test_blocks_build_and_expose_the_load_study_endpoint():
+def test_blocks_build_and_expose_only_the_three_named_endpoints():
     from demo.app import build_demo
 
-    demo = build_demo(None)
-    names = [dep.get("api_name") for dep in demo.config["dependencies"]]
-    assert "load_study" in names
+    demo = build_demo(None)  # viewer-only app: builds without a checkpoint
+    public = {
+        dep.get("api_name") for dep in demo.config["dependencies"] if dep.get("api_visibility") == "public"
+    }
+    assert public == {"load_study", "ask", "retrieve"}
+    others = {
+        dep.get("api_visibility")
+        for dep in demo.config["dependencies"]
+        if dep.get("api_name") not in public | {"load_example"}
+    }
+    assert others == {"private"}  # every UI event is private (gr.Examples' loader is "undocumented")
+
+
+def test_ui_errors_warn_and_keep_outputs_while_api_errors_raise():
+    import gradio as gr
+
+    from demo.wiring import app_errors, warns
+
+    def bad() -> None:
+        raise ValueError("the question is empty")
+
+    with pytest.warns(UserWarning, match="the question is empty"):
+        kept = warns(2)(bad)()
+    assert kept == [gr.skip(), gr.skip()]
+    with pytest.raises(gr.Error, match="the question is empty"):
+        app_errors(bad)()

@@ -59,6 +59,15 @@ def stage_config(spec: dict[str, Any], **forced: Any) -> dict[str, Any]:
     return deep_merge(config, forced)
 
 
+def reusable(run: Path, config: dict[str, Any]) -> bool:
+    """With ``reuse: true`` a stage whose checkpoint is complete is not run again (resume a stopped build)."""
+    done = (run / "checkpoint" / "manifest.json").is_file()
+    if done and config.get("reuse", False):
+        print(f"reusing {run / 'checkpoint'} (reuse: true)", flush=True)
+        return True
+    return False
+
+
 def run_stages(config: dict[str, Any], timer: StageTimer, command: str) -> dict[str, Any]:
     """Run every stage; returns the metrics gathered on the way."""
     from training.build_data import build_dataset
@@ -68,20 +77,22 @@ def run_stages(config: dict[str, Any], timer: StageTimer, command: str) -> dict[
     work, seed = Path(config["work"]), int(config.get("seed", 0))
     data_root = work / "data"
     with timer.stage("data"):
-        if not (data_root / "data_card.json").is_file():
+        if not (config.get("reuse", False) and (data_root / "data_card.json").is_file()):
             build_dataset(data_root, seed=seed, **config["data"])
     data_spec = {"root": str(data_root), "split": "train"}
     seeded = {"train": {"seed": seed}}
+    pretrain, retrieval, vqa = work / "pretrain", work / "retrieval", work / "vqa"
     with timer.stage("pretrain"):
-        pretrain = train(stage_config(config["pretrain"], data=data_spec, out=str(work / "pretrain"), **seeded,
-                                      command=command))
+        if not reusable(pretrain, config):
+            train(stage_config(config["pretrain"], data=data_spec, out=str(pretrain), **seeded, command=command))
     with timer.stage("retrieval"):
-        retrieval = train(stage_config(config["retrieval"], data=data_spec, out=str(work / "retrieval"),
-                                       model=str(pretrain / "checkpoint"), init=str(pretrain / "checkpoint"),
-                                       **seeded, command=command))
+        if not reusable(retrieval, config):
+            train(stage_config(config["retrieval"], data=data_spec, out=str(retrieval), model=str(pretrain / "checkpoint"),
+                               init=str(pretrain / "checkpoint"), **seeded, command=command))
     with timer.stage("vqa"):
-        vqa = finetune(stage_config(config["vqa"], init=str(retrieval / "checkpoint"), out=str(work / "vqa"),
-                                    data={"kind": "mvcm-qa", "root": str(data_root)}, **seeded, command=command))
+        if not reusable(vqa, config):
+            finetune(stage_config(config["vqa"], init=str(retrieval / "checkpoint"), out=str(vqa),
+                                  data={"kind": "mvcm-qa", "root": str(data_root)}, **seeded, command=command))
     with timer.stage("evaluate"):
         metrics = evaluate_served(vqa / "checkpoint", data_root, work / "eval", int(config.get("rerank_k", 16)))
     return {"metrics": metrics, "checkpoint": vqa / "checkpoint", "data_root": data_root}
