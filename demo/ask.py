@@ -104,7 +104,9 @@ def overlays(
     if study is None or not answer:
         return []
     images = [render_view(v, session.preset, session.invert, OVERLAY_MAX_SIDE) for v in study.views]
-    labels = [label for _, label in session.model_views()]
+    from mvcm_core.inference import view_names
+
+    labels = view_names([label for _, label in session.model_views()])  # the keys of attention_maps
     return overlay_views(images, labels, answer["attention_maps"], opacity)
 
 

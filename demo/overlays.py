@@ -69,12 +69,12 @@ def overlay_views(
 
     Args:
         images: uint8 ``[H, W]`` display image per view.
-        labels: the view labels sent to the model (maps are keyed by label).
+        labels: the views' names as the Predictor gives them (``mvcm_core.inference.view_names``).
         maps: the Answer's ``attention_maps``.
         opacity: heat map opacity in [0, 1].
 
-    A view without a map (not fed to the model, or sharing its label with an earlier view) gets
-    none: its caption says so and the bare image is shown.
+    A view without a map (not fed to the model) gets none: its caption says so and the bare image
+    is shown.
     """
     peak = max((float(np.max(grid)) for grid in maps.values() if np.size(grid)), default=0.0)
     seen: set[str] = set()

@@ -40,7 +40,7 @@ class Answer:
     alternatives: list[tuple[str, float]]
     view_contributions: dict[str, float]  # probability drop when that view is removed
     attention_maps: dict[str, list[list[float]]]  # per view: [grid, grid], sums to 1 over all views
-    view_labels: list[str]
+    view_labels: list[str]  # unique view names, the keys of the two dicts above ("unknown 1", "unknown 2")
     in_distribution: bool | None
     ood_score: float | None
 
@@ -65,6 +65,12 @@ class RetrievedReport:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
         return asdict(self)
+
+
+def view_names(labels: Sequence[str]) -> list[str]:
+    """Unique display names of the views: the label, numbered when several views share it."""
+    return [label if list(labels).count(label) == 1 else f"{label} {labels[:i + 1].count(label)}"
+            for i, label in enumerate(labels)]
 
 
 def study_views(study: StudyInput, size: int) -> tuple[list[np.ndarray], list[str]]:
@@ -156,11 +162,11 @@ class Predictor:
         patches = cls_row[:, vision.num_prefix_tokens:]
         patches = patches / patches.sum().clamp_min(1e-12)
         grid = int(round(vision.num_patches ** 0.5))
-        slots = order_views(labels, v)
+        slots, names = order_views(labels, v), view_names(labels)
         maps = {}
         for slot, index in enumerate(slots):
             if index is not None and bool(view_mask[0, slot]):
-                maps[labels[index]] = patches[slot].view(grid, grid).tolist()  # [N] -> [grid, grid]
+                maps[names[index]] = patches[slot].view(grid, grid).tolist()  # [N] -> [grid, grid]
         return maps
 
     # ----------------------------------------------------------------------------------- API
@@ -190,12 +196,13 @@ class Predictor:
         probabilities = logits.softmax(-1)
         best = probabilities[0].topk(min(top_k, len(self.answers)))
         chosen = int(best.indices[0])
-        contributions = {labels[slots[slot]]: round(float(probabilities[0, chosen] - probabilities[row, chosen]), 4)
+        names = view_names(labels)
+        contributions = {names[slots[slot]]: round(float(probabilities[0, chosen] - probabilities[row, chosen]), 4)
                          for row, slot in enumerate(drops) if slot is not None}
         in_distribution, score = self._ood(study_features)
         return Answer(question=question, answer=self.answers[chosen], probability=round(float(best.values[0]), 4),
                       alternatives=[(self.answers[int(i)], round(float(p), 4)) for p, i in zip(*best)],
-                      view_contributions=contributions, attention_maps=maps, view_labels=labels,
+                      view_contributions=contributions, attention_maps=maps, view_labels=names,
                       in_distribution=in_distribution, ood_score=score)
 
     def encode_study(self, study: StudyInput) -> dict[str, np.ndarray]:

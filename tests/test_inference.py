@@ -185,3 +185,15 @@ def test_mvcm_retrieve_and_index_errors(served_with_index, tmp_path, capsys):
     bad.write_text('{"text": "no uid"}\n')
     assert main(["index", str(bad), "--out", str(tmp_path / "idx"), "--checkpoint", str(folder)]) == 2
     assert "line 1" in capsys.readouterr().err
+
+
+def test_views_sharing_a_label_keep_separate_maps(served):
+    import numpy as np
+
+    checkpoint, _ = served
+    predictor = Predictor.from_pretrained(checkpoint)
+    rng = np.random.default_rng(1)
+    views = [((rng.random((64, 64)) * 255).astype(np.uint8), "unknown") for _ in range(2)]
+    answer = predictor.answer(views, "Is there a pleural effusion?")
+    assert answer.view_labels == ["unknown 1", "unknown 2"]
+    assert set(answer.attention_maps) == set(answer.view_contributions) == {"unknown 1", "unknown 2"}

@@ -111,7 +111,7 @@ def write_assets_manifest(path: Path) -> Path:
             provenance, licence = "python -m training.build_served: test-split Open-I report rendered by the phantom", \
                 LICENCES["simulated"] if not file.name.startswith("report") else LICENCES["reports"]
         else:
-            provenance, licence = "project file (see assets/README.md)", "project licence"
+            provenance, licence = "project file (see assets/README.md)", "Apache-2.0 (this project)"
         entries.append({"path": relative, "bytes": file.stat().st_size,
                         "sha256": hashlib.sha256(file.read_bytes()).hexdigest(),
                         "provenance": provenance, "licence": licence})
