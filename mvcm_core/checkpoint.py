@@ -12,9 +12,7 @@ source and the sha256 of its weights file, and loading refuses a different file.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -27,24 +25,16 @@ from safetensors.torch import load_file, save_file
 
 from mvcm_core.config import ModelCfg
 from mvcm_core.factory import create_model
+from mvcm_core.folders import MANIFEST_NAME, replace_folder, sha256_file  # noqa: F401 - re-exported
 from mvcm_core.models.text import resolve_text_source
 
-CONFIG_NAME, WEIGHTS_NAME, MANIFEST_NAME = "config.json", "model.safetensors", "manifest.json"
+CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 FORMAT_VERSION = 1
 EXTERNAL_PREFIX = "text.bert."
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded; the message says why in one line."""
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(chunk), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def git_revision(cwd: str | Path | None = None) -> str:
@@ -108,18 +98,7 @@ def save_pretrained(model: torch.nn.Module, folder: str | Path, *, provenance: d
             "torch": torch.__version__,
         }
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
-        for path in staging.rglob("*"):
-            if path.is_file():
-                with open(path, "rb") as handle:
-                    os.fsync(handle.fileno())
-        if folder.exists():
-            retired = folder.with_name(f".{folder.name}.old")
-            shutil.rmtree(retired, ignore_errors=True)
-            os.replace(folder, retired)
-            os.replace(staging, folder)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.replace(staging, folder)
+        replace_folder(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

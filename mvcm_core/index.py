@@ -14,7 +14,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mvcm_core.folders import MANIFEST_NAME, replace_folder, sha256_file
 
 BACKENDS = ("auto", "exact", "faiss")
 EMBEDDINGS_NAME, RECORDS_NAME, INFO_NAME = "embeddings.npy", "records.jsonl", "index.json"
@@ -318,8 +319,6 @@ class ReportIndex:
 
     def save(self, folder: str | Path) -> Path:
         """Write the index folder atomically (temp folder + rename) and return its path."""
-        from mvcm_core.checkpoint import MANIFEST_NAME, sha256_file  # imports torch: only when saving
-
         folder = Path(folder)
         if folder.exists() and any(folder.iterdir()) and not (folder / MANIFEST_NAME).is_file():
             raise ValueError(f"{folder} exists and is not a saved index; refusing to replace it")
@@ -339,7 +338,7 @@ class ReportIndex:
             files = {name: sha256_file(staging / name) for name in (EMBEDDINGS_NAME, RECORDS_NAME, INFO_NAME)}
             manifest = {"format_version": FORMAT_VERSION, "files": files}
             (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
-            _replace_folder(staging, folder)
+            replace_folder(staging, folder)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -374,7 +373,6 @@ class ReportIndex:
 
 def _verified_info(folder: Path) -> dict[str, Any]:
     """``index.json`` of a saved index, after checking every file's sha256 against the manifest."""
-    from mvcm_core.checkpoint import MANIFEST_NAME, sha256_file  # imports torch: only when loading
 
     if not (folder / MANIFEST_NAME).is_file():
         raise IndexIntegrityError(f"{folder}: no {MANIFEST_NAME}; refusing an unverifiable index")
@@ -396,16 +394,3 @@ def _verified_info(folder: Path) -> dict[str, Any]:
     if missing or info["format_version"] != FORMAT_VERSION:
         raise IndexIntegrityError(f"{folder}: {INFO_NAME} lacks {missing} or has an unknown format_version")
     return info
-
-
-def _replace_folder(staging: Path, folder: Path) -> None:
-    """fsync the staged files, then swap ``staging`` into place of ``folder`` by renames."""
-    for path in staging.iterdir():
-        with open(path, "rb") as handle:
-            os.fsync(handle.fileno())
-    retired = folder.with_name(f".{folder.name}.old")
-    if folder.exists():
-        shutil.rmtree(retired, ignore_errors=True)
-        os.replace(folder, retired)
-    os.replace(staging, folder)
-    shutil.rmtree(retired, ignore_errors=True)

@@ -2,8 +2,9 @@
 
 ``Predictor.from_pretrained(folder | Hub id)`` loads a checkpoint once (sha256 of every file checked
 before the safetensors are read), with its optional retrieval index (``index/``), out-of-distribution
-scorer (``ood.npz``, fitted on the training studies' ``study_features``) and answer calibration (``calibration.json``). Every call runs under
-``torch.inference_mode()`` behind a lock, so one Predictor serves concurrent requests.
+scorer (``ood.npz``, fitted on the training studies' ``study_features``) and answer calibration
+(``calibration.json``). Every call runs under ``torch.inference_mode()`` behind a lock, so one
+Predictor serves concurrent requests.
 
 A *study* is a :class:`~mvcm_core.data.study.Study`, a list of ``(display image, view label)`` pairs
 (display images in [0, 1], 1 = white, or uint8), or paths to the files of one study.
@@ -187,12 +188,12 @@ class Predictor:
         with self._lock, torch.inference_mode():
             attention.keep_weights = True
             try:
-                logits = self.model.vqa_logits(batch).float() / self.temperature  # [1 + drops, A]
+                study = self.model.encode_study(batch["images"], batch["view_ids"], batch["view_mask"])
+                logits = self.model.vqa_logits(batch, study).float() / self.temperature  # [1 + drops, A]
                 maps = self._attention_maps(batch["view_mask"], labels)
             finally:
                 attention.keep_weights, attention.last_weights = False, None
-            study_features = self.model.encode_study(batch["images"][:1], batch["view_ids"][:1],
-                                                     batch["view_mask"][:1])["study_features"]
+        study_features = study["study_features"][:1]  # row 0: every view present
         probabilities = logits.softmax(-1)
         best = probabilities[0].topk(min(top_k, len(self.answers)))
         chosen = int(best.indices[0])

@@ -173,15 +173,18 @@ class MVCM(nn.Module):
             hidden = hidden[positions].unsqueeze(0)  # [B, T, W] -> [1, S, W]
         return self.mlm_head(hidden)
 
-    def vqa_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    def vqa_logits(self, batch: dict[str, torch.Tensor], study: dict[str, torch.Tensor] | None = None
+                   ) -> torch.Tensor:
         """Answer logits ``[Q, A]`` for questions (``input_ids`` / ``attention_mask``) about studies.
 
         With ``study_index [Q]`` the images are the ``S`` distinct studies of the batch and each
         question reads its study's tokens (every study is encoded once however many questions it has).
+        ``study`` is :meth:`encode_study` of the batch's images when the caller already has it.
         """
         if self.vqa_head is None:
             raise ValueError("this model has no VQA head (set heads.vqa_answers)")
-        study = self.encode_study(batch["images"], batch["view_ids"], batch["view_mask"].bool())
+        if study is None:
+            study = self.encode_study(batch["images"], batch["view_ids"], batch["view_mask"].bool())
         if "study_index" in batch:
             index = batch["study_index"]
             study = {k: study[k].index_select(0, index) for k in ("image_tokens", "image_token_mask")}
