@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from mvcm_core.config import ModelCfg
 from mvcm_core.factory import create_model
-from mvcm_core.folders import MANIFEST_NAME, replace_folder, sha256_file  # noqa: F401 - re-exported
+from mvcm_core.folders import MANIFEST_NAME, sha256_file, staged_folder  # noqa: F401 - re-exported
 from mvcm_core.models.text import resolve_text_source
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
@@ -76,10 +74,8 @@ def save_pretrained(model: torch.nn.Module, folder: str | Path, *, provenance: d
                     extra_files: dict[str, str | bytes] | None = None) -> Path:
     """Write a checkpoint folder atomically and return its path."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
     external = _external_text_base(model)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    with staged_folder(folder) as staging:
         (staging / CONFIG_NAME).write_text(json.dumps({"format_version": FORMAT_VERSION,
                                                        "model": model.cfg.to_dict()}, indent=2))
         save_file(state_to_save(model, external), str(staging / WEIGHTS_NAME), metadata={"format": "pt"})
@@ -98,10 +94,6 @@ def save_pretrained(model: torch.nn.Module, folder: str | Path, *, provenance: d
             "torch": torch.__version__,
         }
         (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
-        replace_folder(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return folder
 
 

@@ -5,9 +5,12 @@ Shared by checkpoints (:mod:`mvcm_core.checkpoint`) and retrieval indexes (:mod:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 MANIFEST_NAME = "manifest.json"
@@ -34,3 +37,17 @@ def replace_folder(staging: Path, folder: Path) -> None:
         os.replace(folder, retired)
     os.replace(staging, folder)
     shutil.rmtree(retired, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def staged_folder(folder: Path) -> Iterator[Path]:
+    """Yield an empty staging folder beside ``folder``; on success it replaces ``folder`` atomically,
+    on any error it is removed and ``folder`` is left as it was."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        yield staging
+        replace_folder(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -14,15 +14,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import shutil
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mvcm_core.folders import MANIFEST_NAME, replace_folder, sha256_file
+from mvcm_core.folders import MANIFEST_NAME, sha256_file, staged_folder
 
 BACKENDS = ("auto", "exact", "faiss")
 EMBEDDINGS_NAME, RECORDS_NAME, INFO_NAME = "embeddings.npy", "records.jsonl", "index.json"
@@ -328,9 +326,7 @@ class ReportIndex:
             info = json.dumps(dict(zip(_INFO_KEYS, values)), indent=2)
         except (TypeError, ValueError):
             raise ValueError("index meta must be JSON-serialisable") from None
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-        try:
+        with staged_folder(folder) as staging:
             np.save(staging / EMBEDDINGS_NAME, self._matrix[: self._count].astype(np.float16))
             with open(staging / RECORDS_NAME, "w", encoding="utf-8") as handle:
                 handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in self._records)
@@ -338,10 +334,6 @@ class ReportIndex:
             files = {name: sha256_file(staging / name) for name in (EMBEDDINGS_NAME, RECORDS_NAME, INFO_NAME)}
             manifest = {"format_version": FORMAT_VERSION, "files": files}
             (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
-            replace_folder(staging, folder)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return folder
 
     @classmethod
