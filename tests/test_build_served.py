@@ -59,3 +59,19 @@ def test_the_predictor_serves_the_built_checkpoint_and_sample_studies(built):
     assets = json.loads((root / "assets/MANIFEST.json").read_text())
     listed = {e["path"] for e in assets["files"]}
     assert "checkpoints/tiny/model.safetensors" in listed and all(e["licence"] for e in assets["files"])
+
+
+def test_compare_builds_judges_test_metrics_within_the_tolerance(tmp_path, capsys):
+    from training.compare_builds import main as compare_main
+
+    def checkpoint(name: str, closed: float, seconds: float):
+        folder = tmp_path / name
+        folder.mkdir()
+        metrics = {"vqa_test": {"closed": closed, "open": 0.4}, "build_seconds": {"pretrain": seconds}}
+        (folder / "manifest.json").write_text(json.dumps({"metrics": metrics}))
+        return str(folder)
+
+    shipped = checkpoint("shipped", 0.67, 1500.0)
+    assert compare_main([checkpoint("close", 0.675, 10.0), "--against", shipped, "--tolerance", "0.01"]) == 0
+    assert compare_main([checkpoint("far", 0.70, 1500.0), "--against", shipped, "--tolerance", "0.01"]) == 1
+    assert "vqa_test.closed" in capsys.readouterr().out.splitlines()[-1]

@@ -64,3 +64,28 @@ def test_finetune_ablation_matrix_writes_one_table(setup, tmp_path):
     assert [row.split("|")[1].strip() for row in rows] == ["multi-view (both)", "lateral only",
                                                            "ViT adapters (frozen trunk)"]
     assert all(row.split("|")[2].strip() == "2" and "±" in row for row in rows)
+
+
+def test_objective_rows_re_pretrain_with_each_loss_off_then_fine_tune(setup, tmp_path):
+    import yaml
+
+    from training.ablate_finetune import main as ablate_main
+
+    data, checkpoint = setup
+    pretrain_config = tmp_path / "pretrain.yaml"
+    pretrain_config.write_text(yaml.safe_dump({
+        "model": "mvcm-tiny", "model_overrides": TINY_OVERRIDES, "data": {"split": "train"},
+        "train": {"batch_size": 8, "lr": 1e-3, "warmup_steps": 0, "seed": 0},
+        "losses": {"itc": {"weight": 1.0}, "mlm": {"weight": 0.5}, "mim": {"weight": 0.0}}}))
+    ablate_main(["--init", str(checkpoint.parents[1] / "base"), "--data", str(data), "--seeds", "0",
+                 "--epochs", "1", "--steps-per-epoch", "2", "--pretrain-config", str(pretrain_config),
+                 "--pretrain-steps", "2", "--only", "all", "itc", "--out", str(tmp_path / "out")])
+    table = (tmp_path / "out" / "ablation.md").read_text()
+    rows = [line.split("|")[1].strip() for line in table.splitlines()
+            if line.startswith("| ") and not line.startswith(("| variant", "| ---"))]
+    assert rows == ["pretrain: all objectives", "pretrain: no itc"]  # mlm's row filtered, mim is off already
+    no_itc = yaml.safe_load((tmp_path / "out" / "pretrain-no-itc" / "config.resolved.yaml").read_text())
+    assert no_itc["losses"]["itc"]["weight"] == 0.0 and no_itc["losses"]["mlm"]["weight"] == 0.5
+    assert "1 epoch(s) × 2 steps" in table
+    vqa_log = [json.loads(line) for line in (tmp_path / "out" / "objectives-seed0" / "log.jsonl").read_text().splitlines()]
+    assert max(record["step"] for record in vqa_log) == 2  # the fine-tuning budget cap held

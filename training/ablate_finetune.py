@@ -6,7 +6,9 @@ models selected on validation):
 * views: both (multi-view) vs frontal only vs lateral only — overall and view-dependent accuracy;
 * the GCA answer-vocabulary prior on vs off;
 * adapters (ViT adapters, frozen trunk) vs full fine-tuning of the image encoder;
-* ``--pretrain-config``: each pretraining objective switched off alone (re-pretrains per row).
+* adapters and full fine-tuning of the image trunk against the base config's (``--set`` it, e.g. frozen);
+* ``--pretrain-config``: each pretraining objective switched off alone (re-pretrains per row for
+  ``--pretrain-steps``, then fine-tunes like every other row).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 
 from training.evaluate import main as evaluate_main
 from training.finetune_vqa import finetune
-from training.params import load_yaml
+from training.params import apply_overrides, load_yaml
 
 METRICS = ("overall", "closed", "open", "lateral-view", "frontal-view")
 
@@ -74,35 +76,73 @@ def table(rows: list[tuple[str, list[dict[str, float]]]]) -> str:
     return "\n".join(lines)
 
 
+FINETUNE_VARIANTS: dict[str, dict[str, Any]] = {
+    "multi-view (both)": {"vqa.views": "both"},
+    "frontal only": {"vqa.views": "frontal"},
+    "lateral only": {"vqa.views": "lateral"},
+    "GCA off": {"vqa.gca": False},
+    "ViT adapters (frozen trunk)": {"model_overrides.vision": {"trainable": "adapters"}},
+    "full fine-tuning of the trunk": {"model_overrides.vision": {"trainable": "full"}},
+}
+
+
+def pretrain_variant(config_name: str, loss: str | None, data: str, steps: int, seed: int, root: Path) -> Path:
+    """Pretrain once with ``loss`` switched off (None: all on); returns the checkpoint folder."""
+    from training.pretrain import train
+
+    config = load_yaml(config_name)
+    if loss is not None:
+        config["losses"][loss]["weight"] = 0.0
+    config["data"] = {**config.get("data", {}), "root": data}
+    config["train"] = {**config["train"], "steps": steps, "seed": seed, "checkpoint_every": 0}
+    config["out"] = str(root / f"pretrain-{'all' if loss is None else 'no-' + loss}")
+    return train(config) / "checkpoint"
+
+
+def objective_rows(args: argparse.Namespace, base: dict[str, Any], root: Path) -> list[tuple[str, list[dict[str, float]]]]:
+    """One row per pretraining objective switched off (plus all on): re-pretrain, then fine-tune as ``base``."""
+    losses = [name for name, params in load_yaml(args.pretrain_config)["losses"].items()
+              if float((params or {}).get("weight", 0)) > 0]
+    rows = []
+    for loss in [None, *losses]:
+        if args.only and (loss or "all") not in args.only:
+            continue
+        init = pretrain_variant(args.pretrain_config, loss, args.data, args.pretrain_steps, args.seeds[0], root)
+        name = "pretrain: all objectives" if loss is None else f"pretrain: no {loss}"
+        rows.append((name, run_variant(name.split(" ")[-1], {**base, "init": str(init)}, {}, args.seeds, root)))
+    return rows
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the matrix and write ``ablation.md``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--init", required=True, help="pretrained checkpoint folder")
     parser.add_argument("--data", required=True)
     parser.add_argument("--config", default="finetune_vqa")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override the fine-tuning config of every row (e.g. the served recipe's frozen trunk)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, help="override the fine-tuning epochs")
-    parser.add_argument("--only", nargs="+", help="variant names to run (default: all)")
+    parser.add_argument("--steps-per-epoch", type=int, help="cap the fine-tuning batches per epoch (same budget per row)")
+    parser.add_argument("--only", nargs="+", help="rows to run: fine-tuning rows by full name, objective rows by loss name or 'all' (default: every row)")
+    parser.add_argument("--pretrain-config", help="also re-pretrain with each objective of this config off")
+    parser.add_argument("--pretrain-steps", type=int, default=300, help="pretraining steps per objective row")
     parser.add_argument("--out", default="runs/ablation_finetune")
     args = parser.parse_args(argv)
-    base = load_yaml(args.config)
+    base = apply_overrides(load_yaml(args.config), args.overrides)
     base["init"], base["data"] = args.init, {**base.get("data", {}), "root": args.data}
     if args.epochs:
         base["train"]["epochs"] = args.epochs
-    variants = {
-        "multi-view (both)": {"vqa.views": "both"},
-        "frontal only": {"vqa.views": "frontal"},
-        "lateral only": {"vqa.views": "lateral"},
-        "GCA off": {"vqa.gca": False},
-        "ViT adapters (frozen trunk)": {"model_overrides.vision": {"trainable": "adapters"}},
-    }
+    if args.steps_per_epoch:
+        base["train"]["steps_per_epoch"] = args.steps_per_epoch
     root = Path(args.out)
-    rows = []
-    for name, changes in variants.items():
-        if args.only and name not in args.only:
-            continue
-        rows.append((name, run_variant(name.split(" ")[0], base, changes, args.seeds, root)))
-    markdown = (f"# Fine-tuning ablation (test split, selection on validation, seeds {args.seeds})\n\n"
+    rows = [(name, run_variant(name.split(" ")[0], base, changes, args.seeds, root))
+            for name, changes in FINETUNE_VARIANTS.items() if not args.only or name in args.only]
+    if args.pretrain_config:
+        rows += objective_rows(args, base, root)
+    budget = f"{base['train']['epochs']} epoch(s)" + (f" × {args.steps_per_epoch} steps" if args.steps_per_epoch else "")
+    markdown = (f"# Fine-tuning ablation (test split, selection on validation, seeds {args.seeds}, {budget})\n\n"
+                f"Overrides of every row: {args.overrides or 'none'}. Cells: mean ± half the min–max spread.\n\n"
                 f"{table(rows)}\n")
     root.mkdir(parents=True, exist_ok=True)
     (root / "ablation.md").write_text(markdown)

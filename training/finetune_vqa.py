@@ -11,6 +11,7 @@ by :mod:`mvcm_core.data.readers` (``vqa-rad``, ``slake``, ``pathvqa``, ``vqa-med
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -132,7 +133,9 @@ def finetune(config: dict[str, Any]) -> Path:
     select_on_test = bool(config.get("selection", {}).get("select_on_test", False))
     protocol = LITERATURE if select_on_test else CLEAN
     optimizer = engine.build_optimizer(model, float(train_cfg["lr"]), float(train_cfg.get("weight_decay", 0.05)))
-    total = int(train_cfg["epochs"]) * len(loaders["train"])
+    # optional cap: a fixed budget of batches per epoch (ablations); the shuffled sampler picks which
+    steps_per_epoch = min(len(loaders["train"]), int(train_cfg.get("steps_per_epoch") or len(loaders["train"])))
+    total = int(train_cfg["epochs"]) * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, engine.warmup_cosine(
         total, int(train_cfg.get("warmup_steps", 0)), float(train_cfg.get("min_lr_ratio", 0.02))))
     log = engine.JsonlLog(run / "log.jsonl")
@@ -141,7 +144,8 @@ def finetune(config: dict[str, Any]) -> Path:
     best, best_state, step = (-1.0, -1), None, 0
     for epoch in range(int(train_cfg["epochs"])):
         model.train()
-        for batch in tqdm(loaders["train"], desc=f"vqa epoch {epoch + 1}", leave=False):
+        batches = itertools.islice(loaders["train"], steps_per_epoch)
+        for batch in tqdm(batches, total=steps_per_epoch, desc=f"vqa epoch {epoch + 1}", leave=False):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(train_cfg.get("bf16", False))):
                 logits = model.vqa_logits(batch)
             loss = torch.nn.functional.cross_entropy(logits.float(), batch["answer_index"], ignore_index=-100)
@@ -159,7 +163,7 @@ def finetune(config: dict[str, Any]) -> Path:
             best, best_state = (score, epoch), copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     metrics = {"selection": protocol, "selection_split": "test" if select_on_test else "val",
-               "selection_accuracy": best[0], "best_epoch": best[1] + 1, "answers": len(answers),
+               "selection_accuracy": best[0], "best_epoch": best[1] + 1, "answers": len(answers), "steps_per_epoch": steps_per_epoch,
                "vocabulary": vqa_cfg.get("vocabulary", "train"), "views": vqa_cfg.get("views", "both"),
                "gca": bool(vqa_cfg.get("gca", True))}
     save_pretrained(model, run / "checkpoint", metrics={"vqa_finetune": metrics},
