@@ -1,16 +1,14 @@
-"""DICOM ingest benchmark: decode + window + resize to 512 px, against plain pydicom on the same file.
+"""DICOM ingest benchmark: decode + window + resize, against plain pydicom + PIL on the same file.
 
-Run: ``python -m benchmarks.bench_dicom [--repeats 7] [--size 512] [--json]``. Needs ``pydicom-data``
-(installed by the ``dev`` extra) for the real RG1 chest PA in its four encodings. Prints medians;
-never asserts on time.
+Run: ``python -m benchmarks.bench_dicom [--repeats 9] [--sizes 128 512] [--quick] [--json]``. Needs
+``pydicom-data`` (installed by the ``dev`` extra) for the real RG1 chest PA (1955×1841, MONOCHROME1)
+uncompressed (UNCR, UNCI) and JPEG 2000 compressed (J2KR lossless, J2KI lossy). Sizes: 128 px is the
+model input, 512 px a display image. Prints median and p95 after warm-up; never asserts on time.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import numpy as np
 import pydicom
 from PIL import Image
 
+from benchmarks.common import emit, summary, timings_ms
 from mvcm_core.data.dicom import read_dicom
 from mvcm_core.data.imageops import resize_longest
 
@@ -29,15 +28,9 @@ def corpus_dir() -> Path:
     return Path(data_store.__file__).parent / "data"
 
 
-def median_ms(fn: Callable[[], object], repeats: int) -> float:
-    """Median wall time of ``fn`` in milliseconds, after one warm-up call."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+def timed(fn: Callable[[], object], repeats: int) -> dict[str, float]:
+    """Median and p95 ms of ``fn`` after one warm-up call."""
+    return summary(timings_ms(fn, repeats, warmup=1))
 
 
 def ours(path: Path, size: int) -> np.ndarray:
@@ -53,27 +46,39 @@ def baseline(path: Path, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(pixels, mode="F").resize((round(cols * scale), round(rows * scale))))
 
 
+RG1_FILES = ("RG1_UNCR", "RG1_UNCI", "RG1_J2KR", "RG1_J2KI")
+
+
+def run(sizes: Sequence[int], repeats: int) -> dict:
+    """Rows (file, size, ours, baseline, ratio) for every RG1 encoding and output size."""
+    rows = []
+    for name in RG1_FILES:
+        path = corpus_dir() / f"{name}.dcm"
+        for size in sizes:
+            mine = timed(lambda: ours(path, size), repeats)  # noqa: B023
+            base = timed(lambda: baseline(path, size), repeats)  # noqa: B023
+            rows.append({"file": name, "size": size, "mvcm_median_ms": mine["median_ms"],
+                         "mvcm_p95_ms": mine["p95_ms"], "pydicom_pil_median_ms": base["median_ms"],
+                         "pydicom_pil_p95_ms": base["p95_ms"],
+                         "ratio": round(mine["median_ms"] / base["median_ms"], 2)})
+    return {"repeats": repeats, "rows": rows}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Print a table of median times per RG1 encoding."""
+    """Print a table of median / p95 times per RG1 encoding and size."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 512])
+    parser.add_argument("--quick", action="store_true", help="3 repeats, 128 px only")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    rows = []
-    for name in ("RG1_UNCR", "RG1_UNCI", "RG1_J2KR", "RG1_J2KI"):
-        path = corpus_dir() / f"{name}.dcm"
-        ours_ms = median_ms(lambda: ours(path, args.size), args.repeats)
-        base_ms = median_ms(lambda: baseline(path, args.size), args.repeats)
-        rows.append({"file": name, "mvcm_ms": round(ours_ms, 1), "pydicom_pil_ms": round(base_ms, 1),
-                     "ratio": round(ours_ms / base_ms, 2)})
-    if args.json:
-        print(json.dumps(rows, indent=2))
-    else:
-        print(f"decode + window + resize to {args.size} px, median of {args.repeats} (1955×1841 CR, MONOCHROME1)")
-        print(f"{'file':<10} {'mvcm ms':>9} {'pydicom+PIL ms':>15} {'ratio':>6}")
-        for row in rows:
-            print(f"{row['file']:<10} {row['mvcm_ms']:>9} {row['pydicom_pil_ms']:>15} {row['ratio']:>6}")
+    result = run([128] if args.quick else args.sizes, 3 if args.quick else args.repeats)
+    lines = [f"decode + window + resize, median / p95 of {result['repeats']} (RG1 1955×1841 CR, MONOCHROME1)",
+             f"{'file':<10} {'px':>4} {'mvcm ms':>9} {'p95':>7} {'pydicom+PIL ms':>15} {'p95':>7} {'ratio':>6}"]
+    for row in result["rows"]:
+        lines.append(f"{row['file']:<10} {row['size']:>4} {row['mvcm_median_ms']:>9.1f} {row['mvcm_p95_ms']:>7.1f} "
+                     f"{row['pydicom_pil_median_ms']:>15.1f} {row['pydicom_pil_p95_ms']:>7.1f} {row['ratio']:>6}")
+    emit(result, args.json, lines)
     return 0
 
 

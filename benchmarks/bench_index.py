@@ -1,7 +1,7 @@
 """Report index benchmark: single-query latency, memory and recall@10 of the retrieval backends.
 
 Run: ``python -m benchmarks.bench_index [--sizes 10000 100000 1000000] [--dim 128] [--queries 200]
-[--threads 1] [--json]``. For each size, synthetic clustered unit vectors; compared are a NumPy
+[--threads 1] [--quick] [--json]``. For each size, synthetic clustered unit vectors; compared are a NumPy
 brute-force baseline (``query @ matrix.T`` + full ``argsort``), ``ReportIndex`` exact, and
 ``ReportIndex`` faiss (when ``faiss-cpu`` is installed) with its recall@10 against exact. Latency is
 per single query after one warm-up query (median and p95, ms). ``index MB`` counts the search
@@ -115,8 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dim", type=int, default=128)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--threads", type=int, default=1, help="BLAS / OpenMP threads (needs threadpoolctl)")
+    parser.add_argument("--quick", action="store_true", help="10^4 and 10^5 only, 50 queries")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    if args.quick:
+        args.sizes, args.queries = [size for size in args.sizes if size <= 100_000], min(args.queries, 50)
     try:
         import faiss
 
@@ -134,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with limits:
         rows = [row for n in args.sizes for row in bench_size(n, args.dim, queries, with_faiss)]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps({"threads": args.threads, "queries": args.queries, "dim": args.dim, "rows": rows}, indent=2))
         return 0
     print(f"top-{K} of {args.queries} single queries, dim {args.dim}, {args.threads} thread(s)"
           + ("" if with_faiss else "; faiss-cpu not installed"))

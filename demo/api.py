@@ -3,18 +3,20 @@
 Each call takes the files of one study (as uploaded through ``gradio_client.handle_file``), reads
 them again, and returns plain JSON. Uploaded file names never come back: files are ``file 1``,
 ``file 2``, ... in upload order (names inside rejection reasons are replaced too), and only the
-PHI-free technical metadata is returned.
+PHI-free technical metadata is returned. :class:`ApiGuard` applies the request-rate limit and deletes
+each upload from Gradio's cache once the call has read it (see :class:`demo.session.UploadTracker`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from demo.ask import NOT_A_DIAGNOSIS, ood_banner
+from demo.ask import NOT_A_DIAGNOSIS, check_question, ood_banner
 from demo.handlers import META_FIELDS, read_upload, upload_summary
 from demo.retrieve import MAX_K, retrieval_dict
+from demo.session import AppLimits, RateLimiter, UploadTracker
 from mvcm_core.data.study import FileRecord, Study
 
 
@@ -54,8 +56,8 @@ def study_json(studies: Sequence[Study], records: Sequence[FileRecord]) -> dict[
     return {"summary": upload_summary(studies, records), "files": files, "studies": out_studies}
 
 
-def _one_study(paths: Sequence[str | Path] | None) -> Study:
-    studies, records = read_upload(paths)
+def _one_study(paths: Sequence[str | Path] | None, limits: AppLimits | None = None) -> Study:
+    studies, records = read_upload(paths, limits)
     if not studies:
         raise ValueError(
             "No usable image in the upload: "
@@ -66,16 +68,23 @@ def _one_study(paths: Sequence[str | Path] | None) -> Study:
     return studies[0]
 
 
-def load_study(files: Sequence[str | Path] | None) -> dict[str, Any]:
+def load_study(files: Sequence[str | Path] | None, limits: AppLimits | None = None) -> dict[str, Any]:
     """Read the uploaded files: per-file status, studies, views and their PHI-free metadata."""
-    return study_json(*read_upload(files))
+    return study_json(*read_upload(files, limits))
 
 
-def ask(predictor: Any, files: Sequence[str | Path] | None, question: str, top_k: int = 5) -> dict[str, Any]:
+def ask(
+    predictor: Any,
+    files: Sequence[str | Path] | None,
+    question: str,
+    top_k: int = 5,
+    limits: AppLimits | None = None,
+) -> dict[str, Any]:
     """Answer one question about one study: ``Answer.to_dict()`` plus the disclaimer and OOD banner."""
     if predictor is None:
         raise ValueError("No model is loaded (viewer-only mode).")
-    study = _one_study(files)
+    check_question(question, limits)
+    study = _one_study(files, limits)
     answer = predictor.answer(study, question, top_k=max(1, int(top_k or 5))).to_dict()
     return {
         **answer,
@@ -84,10 +93,34 @@ def ask(predictor: Any, files: Sequence[str | Path] | None, question: str, top_k
     }
 
 
-def retrieve(predictor: Any, files: Sequence[str | Path] | None, k: int = 5) -> dict[str, Any]:
+def retrieve(
+    predictor: Any, files: Sequence[str | Path] | None, k: int = 5, limits: AppLimits | None = None
+) -> dict[str, Any]:
     """The ``k`` most similar reports of the index for one study, with scores and the OOD flag."""
     if predictor is None:
         raise ValueError("No model is loaded (viewer-only mode).")
-    study = _one_study(files)
+    study = _one_study(files, limits)
     k = max(1, min(int(k or 5), MAX_K))
     return retrieval_dict(predictor.retrieve(study, k=k), k)
+
+
+class ApiGuard:
+    """Rate limit per client session, then the call, then the call's uploads are released (deleted)."""
+
+    def __init__(self, limits: AppLimits, tracker: UploadTracker | None = None) -> None:
+        self.limits = limits
+        self.limiter = RateLimiter(limits.rate_per_minute, limits.rate_burst)
+        self.tracker = tracker or UploadTracker(limits.upload_ttl_s)
+
+    def run(self, client: str | None, files: Sequence[str | Path] | None, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` if ``client`` has a token left; ``files`` are released whatever happens.
+
+        Raises:
+            ValueError: rate limit exceeded, or the handler's own one-line error.
+        """
+        try:
+            self.limiter.check(client)
+            return fn(*args)
+        finally:
+            self.tracker.release(files)
+            self.tracker.sweep()

@@ -10,7 +10,6 @@ UI event is private.
 from __future__ import annotations
 
 import argparse
-import functools
 import os
 from collections.abc import Sequence
 from types import SimpleNamespace
@@ -189,26 +188,27 @@ def _about_tab(gr: Any, about: Any, predictor: Any, notice: str) -> None:
         gr.Gallery(value=plots, label="Evaluation plots", format="png", columns=2, height=420)
 
 
-def _api_endpoints(gr: Any, api: Any, predictor: Any) -> None:
+def _api_endpoints(gr: Any, api: Any, predictor: Any, guard: Any) -> None:
     """Stateless named endpoints on hidden components (plain inputs: files, question, k)."""
-    from demo.wiring import app_errors
+    from demo.wiring import api_handlers
 
+    handlers = api_handlers(api, predictor, guard)
     with gr.Column(visible=False):
         files = gr.File(label="files", file_count="multiple")
         question = gr.Textbox(label="question")
         top_k = gr.Number(label="top_k / k", value=5, precision=0)
         out = gr.JSON(label="result")
         buttons = [gr.Button(name) for name in ("load_study", "ask", "retrieve")]
-    buttons[0].click(app_errors(api.load_study), [files], out, api_name="load_study", concurrency_id="io")
+    buttons[0].click(handlers[0], [files], out, api_name="load_study", concurrency_id="io")
     buttons[1].click(
-        app_errors(functools.partial(api.ask, predictor)),
+        handlers[1],
         [files, question, top_k],
         out,
         api_name="ask",
         concurrency_id="model",
     )
     buttons[2].click(
-        app_errors(functools.partial(api.retrieve, predictor)),
+        handlers[2],
         [files, top_k],
         out,
         api_name="retrieve",
@@ -216,12 +216,27 @@ def _api_endpoints(gr: Any, api: Any, predictor: Any) -> None:
     )
 
 
-def build_demo(predictor: Any | None = None, *, examples_root: str | None = None, notice: str = "") -> Any:
-    """Build the queued Blocks app (not launched); ``predictor=None`` is the viewer-only app."""
+def build_demo(
+    predictor: Any | None = None,
+    *,
+    examples_root: str | None = None,
+    notice: str = "",
+    limits: Any | None = None,
+) -> Any:
+    """Build the queued Blocks app (not launched); ``predictor=None`` is the viewer-only app.
+
+    ``limits`` (:class:`demo.session.AppLimits`) defaults to the ``MVCM_*`` environment, read once here.
+    """
     import gradio as gr
+    import pydicom
 
     from demo import about, api, ask, handlers, retrieve, teaching
-    from demo.session import Session, delete_session_files
+    from demo.session import AppLimits, Session, delete_session_files
+
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE  # never log a DICOM value ...
+    pydicom.config.debug(False)  # ... nor dump elements (pydicom's debug mode logs every value it reads)
+    limits = limits or AppLimits.from_env()
+    guard = api.ApiGuard(limits)
 
     examples = teaching.find_examples(examples_root)
     enabled = predictor is not None
@@ -258,6 +273,7 @@ def build_demo(predictor: Any | None = None, *, examples_root: str | None = None
                 with gr.Tab("About"):
                     _about_tab(gr, about, predictor, notice)
         ui = SimpleNamespace(
+            guard=guard,
             demo=demo,
             session=session,
             study=study,
@@ -267,8 +283,10 @@ def build_demo(predictor: Any | None = None, *, examples_root: str | None = None
             download=download,
         )
         _wire(ui, predictor, examples)
-        _api_endpoints(gr, api, predictor)
-    return demo.queue(**QUEUE_KWARGS)
+        _api_endpoints(gr, api, predictor, guard)
+    guard.tracker.install(demo)
+    demo.mvcm_limits, demo.mvcm_guard = limits, guard
+    return demo.queue(**{**QUEUE_KWARGS, "max_size": limits.queue_size})
 
 
 def _wire(ui: SimpleNamespace, predictor: Any, examples: Sequence[Any]) -> None:
@@ -312,5 +330,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if predictor is None:
         print(f"[mvcm demo] no model loaded, starting the viewer-only app: {notice}")
     demo = build_demo(predictor, notice=notice)
-    demo.launch(server_name=args.host, server_port=args.port, **LAUNCH_KWARGS)
+    kwargs = {**LAUNCH_KWARGS, "max_file_size": demo.mvcm_limits.gradio_max_file_size}
+    demo.launch(server_name=args.host, server_port=args.port, **kwargs)
     return 0

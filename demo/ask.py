@@ -16,7 +16,7 @@ import numpy as np
 
 from demo.handlers import render_view
 from demo.overlays import DEFAULT_OPACITY, OVERLAY_MAX_SIDE, overlay_views, save_png
-from demo.session import Session, ensure_workdir
+from demo.session import AppLimits, Session, ensure_workdir
 from mvcm_core.data.vqa_gen import TEMPLATES, TERM_PHRASES
 
 NOT_A_DIAGNOSIS = (
@@ -53,6 +53,21 @@ SUGGESTED_QUESTIONS: list[str] = [
     TEMPLATES["abnormality"][1],
     "Which side is the pleural effusion on?",
 ]
+
+
+def check_question(question: str | None, limits: AppLimits | None = None) -> str:
+    """The question, if within ``max_question_chars`` (the Predictor also caps it at its own limit).
+
+    Raises:
+        ValueError: too long (one line, with the limit and its variable).
+    """
+    limit = (limits or AppLimits()).max_question_chars
+    question = question or ""
+    if len(question) > limit:
+        raise ValueError(
+            f"The question has {len(question)} characters; the limit is {limit} (MVCM_MAX_QUESTION_CHARS)."
+        )
+    return question
 
 
 def abcde_steps() -> list[tuple[str, str]]:

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from demo.session import Session
-from mvcm_core.data.dicom import Limits
+from demo.session import AppLimits, Session
+from mvcm_core.data.dicom import DicomRejected, read_header, sniff_kind
 from mvcm_core.data.dicom_meta import VIEWS
 from mvcm_core.data.imageops import resize_longest
 from mvcm_core.data.study import FileRecord, Study, group_studies, scan_paths
@@ -24,7 +24,7 @@ from mvcm_core.data.windowing import PERCENTILE_PRESETS, to_uint8
 STATUS_COLUMNS = ["file", "status", "view", "modality", "size"]
 VIEW_CHOICES: list[str] = list(VIEWS)
 PRESETS: list[str] = ["file", *PERCENTILE_PRESETS]  # file = the file's own window
-MAX_FILES = 6
+MAX_FILES = AppLimits().max_files  # label dropdowns in the layout; the file limit itself is configurable
 PREVIEW_MAX_SIDE = 1024
 META_FIELDS = (
     "sop_class",
@@ -112,7 +112,7 @@ def gallery_items(
 
 
 def load_upload(
-    paths: Sequence[str | Path] | None, limits: Limits | None = None
+    paths: Sequence[str | Path] | None, limits: AppLimits | None = None
 ) -> tuple[list[Study], list[list[str]], str]:
     """Uploaded files → (studies, status rows, a one-line summary)."""
     studies, records = read_upload(paths, limits)
@@ -120,15 +120,59 @@ def load_upload(
 
 
 def read_upload(
-    paths: Sequence[str | Path] | None, limits: Limits | None = None
+    paths: Sequence[str | Path] | None, limits: AppLimits | None = None
 ) -> tuple[list[Study], list[FileRecord]]:
-    """Read at most :data:`MAX_FILES` files (the rest are rejected with a reason) and group them."""
+    """Read an upload within ``limits`` (files over a bound are rejected with a reason) and group them.
+
+    At most ``max_files`` files are read; each must be at most ``max_file_mb`` and ``max_pixels``;
+    files whose pixels would take the upload past ``max_total_pixels`` are refused before decoding.
+    """
+    limits = limits or AppLimits()
     paths = [Path(p) for p in (paths or [])]
-    records = scan_paths(paths[:MAX_FILES], limits) if paths else []
+    kept, refused = _within_total_pixels(paths[: limits.max_files], limits)
+    records = scan_paths(kept, limits.reader) if kept else []
+    records += refused
     records += [
-        FileRecord(p, "unknown", f"more than {MAX_FILES} files in one upload") for p in paths[MAX_FILES:]
+        FileRecord(p, "unknown", f"more than {limits.max_files} files in one upload")
+        for p in paths[limits.max_files :]
     ]
+    order = {str(p): i for i, p in enumerate(paths)}
+    records.sort(key=lambda r: order.get(str(r.path), len(order)))
     return group_studies(records), records
+
+
+def declared_pixels(path: Path) -> int:
+    """Rows × Columns a file declares in its header (0 when unknown: the reader will judge it)."""
+    kind = sniff_kind(path)
+    try:
+        if kind == "dicom":
+            ds = read_header(path)
+            return int(ds.Rows) * int(ds.Columns)
+        if kind in ("png", "jpeg"):
+            from PIL import Image
+
+            with Image.open(path) as image:
+                return image.width * image.height
+    except (DicomRejected, OSError, ValueError, TypeError, AttributeError):
+        return 0
+    return 0
+
+
+def _within_total_pixels(paths: Sequence[Path], limits: AppLimits) -> tuple[list[Path], list[FileRecord]]:
+    """Split files into those that fit the upload's pixel budget and those refused for it."""
+    kept: list[Path] = []
+    refused: list[FileRecord] = []
+    total = 0
+    for path in paths:
+        pixels = declared_pixels(path) if path.is_file() else 0
+        if pixels and total + pixels > limits.max_total_pixels:
+            reason = (f"the upload's images would exceed {limits.max_total_pixels:,} pixels in total "
+                      "(MVCM_MAX_TOTAL_PIXELS)")
+            refused.append(FileRecord(path, sniff_kind(path), reason))
+            continue
+        total += pixels
+        kept.append(path)
+    return kept, refused
 
 
 def upload_summary(studies: Sequence[Study], records: Sequence[FileRecord], selected: int = 0) -> str:
@@ -180,11 +224,12 @@ def ingest(
     paths: Sequence[str | Path] | None,
     example_of: Callable[[Sequence[Path]], str | None] | None = None,
     progress: Progress | None = None,
+    limits: AppLimits | None = None,
 ) -> Session:
-    """Read an upload into the session (results of the previous study are dropped)."""
+    """Read an upload into the session within ``limits`` (results of the previous study are dropped)."""
     if progress is not None:
         progress(0.1, desc="Reading and decoding the files")
-    studies, records = read_upload(paths)
+    studies, records = read_upload(paths, limits)
     session.reset_results()
     session.studies, session.records, session.selected = studies, records, 0
     session.aliases = {str(r.path): f"file {i}" for i, r in enumerate(records, start=1)}

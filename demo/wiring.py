@@ -97,13 +97,25 @@ def _reset_values(session: Session) -> list[Any]:
     return [[], None, [], [], "", [], "", "", gr.update(value=[], visible=False), note, "", [], None]
 
 
+def admit(ui: SimpleNamespace, request: gr.Request | None) -> None:
+    """Take one request token of this browser session (a one-line ValueError when there is none)."""
+    ui.guard.limiter.check(getattr(request, "session_hash", None))
+
+
 def wire_study(ui: SimpleNamespace, examples: Sequence[teaching.ExampleStudy]) -> None:
     """Upload, study picker, label correction, display window and inversion."""
     s, match = ui.study, teaching.example_matcher(examples)
     full = [ui.session, *_study_outputs(ui), *_reset_outputs(ui)]
 
-    def on_files(session: Session, files: list[str] | None, progress: Any = PROGRESS) -> list[Any]:
-        session = handlers.ingest(session, files, match, progress)
+    @warns(len(full))
+    def on_files(
+        session: Session, files: list[str] | None, request: gr.Request, progress: Any = PROGRESS
+    ) -> list[Any]:
+        ui.guard.tracker.hold(request.session_hash, files)
+        ui.guard.tracker.sweep()
+        if files:
+            admit(ui, request)
+        session = handlers.ingest(session, files, match, progress, ui.guard.limits)
         return [session, *_study_values(session), *_reset_values(session)]
 
     def on_pick(session: Session, choice: str | None) -> list[Any]:
@@ -157,6 +169,8 @@ def wire_ask(ui: SimpleNamespace, predictor: Any) -> None:
         opacity: float,
         request: gr.Request,
     ) -> list[Any]:
+        admit(ui, request)
+        ask.check_question(question, ui.guard.limits)
         result = ask.ask(session, predictor, question, history, int(top_k), opacity, request.session_hash)
         return _ask_values(session, result)
 
@@ -169,6 +183,7 @@ def wire_ask(ui: SimpleNamespace, predictor: Any) -> None:
         progress: Any = PROGRESS,
     ) -> Any:
         try:
+            admit(ui, request)
             for result in ask.ask_sequence(
                 session,
                 predictor,
@@ -197,7 +212,8 @@ def wire_retrieve(ui: SimpleNamespace, predictor: Any) -> None:
     r = ui.similar
 
     @warns(5)
-    def on_retrieve(session: Session, k: float, section: str) -> list[Any]:
+    def on_retrieve(session: Session, k: float, section: str, request: gr.Request) -> list[Any]:
+        admit(ui, request)
         result = retrieve.retrieve(session, predictor, int(k), section)
         return [
             session,
@@ -230,6 +246,7 @@ def wire_teaching_and_download(
 
     @warns(3)
     def on_reveal(session: Session, request: gr.Request, progress: Any = PROGRESS) -> list[Any]:
+        admit(ui, request)
         text, marks = teaching.reveal(session, predictor, examples, progress, request.session_hash)
         return [session, text, marks]
 
@@ -239,11 +256,13 @@ def wire_teaching_and_download(
 
     def on_clear(session: Session, request: gr.Request) -> list[Any]:
         drop_session_dir(request.session_hash)
+        ui.guard.tracker.drop(request.session_hash)
         session = clear_session(session)
         return [session, None, *_study_values(session), *_reset_values(session)]
 
     def on_unload(request: gr.Request) -> None:
         drop_session_dir(request.session_hash)
+        ui.guard.tracker.drop(request.session_hash)
 
     t.button.click(on_reveal, [ui.session], [ui.session, t.report, t.marks], **MODEL, trigger_mode="once")
     d.button.click(on_zip, [ui.session], [ui.session, d.file], **PRIVATE)
@@ -251,3 +270,19 @@ def wire_teaching_and_download(
         on_clear, [ui.session], [ui.session, s.files, *_study_outputs(ui), *_reset_outputs(ui)], **PRIVATE
     )
     ui.demo.unload(on_unload)
+
+
+def api_handlers(api: Any, predictor: Any, guard: Any) -> list[Callable[..., Any]]:
+    """The ``/load_study``, ``/ask`` and ``/retrieve`` functions: rate-limited, uploads released after."""
+    limits = guard.limits
+
+    def load_study(files: list[str] | None, request: gr.Request) -> dict[str, Any]:
+        return guard.run(request.session_hash, files, api.load_study, files, limits)
+
+    def ask_api(files: list[str] | None, question: str, top_k: float, request: gr.Request) -> dict[str, Any]:
+        return guard.run(request.session_hash, files, api.ask, predictor, files, question, top_k, limits)
+
+    def retrieve_api(files: list[str] | None, k: float, request: gr.Request) -> dict[str, Any]:
+        return guard.run(request.session_hash, files, api.retrieve, predictor, files, k, limits)
+
+    return [app_errors(load_study), app_errors(ask_api), app_errors(retrieve_api)]

@@ -6,6 +6,12 @@ scorer (``ood.npz``, fitted on the training studies' ``study_features``) and ans
 (``calibration.json``). Every call runs under ``torch.inference_mode()`` behind a lock, so one
 Predictor serves concurrent requests.
 
+By default (``optimize=True``) answers and retrieval run the optimised path of
+:mod:`mvcm_core.inference_fast` (each view encoded once, cached answer-vocabulary prior, bf16 where
+the CPU has it natively); ``optimize=False`` is the plain eager fp32 path, kept as the baseline
+that ``mvcm bench`` and the tests compare against. :meth:`Predictor.answer_and_retrieve` answers and
+retrieves from one encoding of the study.
+
 A *study* is a :class:`~mvcm_core.data.study.Study`, a list of ``(display image, view label)`` pairs
 (display images in [0, 1], 1 = white, or uint8), or paths to the files of one study.
 """
@@ -25,6 +31,7 @@ import torch
 from mvcm_core.checkpoint import load_pretrained, resolve_checkpoint
 from mvcm_core.data.batching import image_batch, order_views, text_batch
 from mvcm_core.data.transforms import view_to_input
+from mvcm_core.inference_fast import FastPath
 
 StudyInput = Union["Study", Sequence[tuple[np.ndarray, str]], str, Path, Sequence[Union[str, Path]]]  # noqa: F821
 MAX_QUESTION_CHARS = 300
@@ -99,11 +106,25 @@ def study_views(study: StudyInput, size: int) -> tuple[list[np.ndarray], list[st
     return views, [label for _, label in pairs]
 
 
+def clean_question(question: str) -> str:
+    """The question with its whitespace collapsed; a one-line ValueError when empty or too long."""
+    question = " ".join(str(question).split())
+    if not question:
+        raise ValueError("the question is empty")
+    if len(question) > MAX_QUESTION_CHARS:
+        raise ValueError(f"the question is longer than {MAX_QUESTION_CHARS} characters")
+    return question
+
+
 class Predictor:
     """A loaded checkpoint that answers and retrieves (see the module docstring)."""
 
     def __init__(self, model: torch.nn.Module, folder: Path | None = None, index: Any = None, ood: Any = None,
-                 temperature: float = 1.0) -> None:
+                 temperature: float = 1.0, *, optimize: bool = True, precision: str = "auto") -> None:
+        """Wrap a loaded model; ``optimize=False`` keeps the plain eager fp32 path (the baseline).
+
+        ``precision`` (optimised path only): ``auto`` (bf16 where the CPU has native bf16), ``fp32`` or ``bf16``.
+        """
         from mvcm_core.models.text import load_tokenizer
 
         self.model = model.eval()
@@ -113,9 +134,12 @@ class Predictor:
         self.tokenizer = load_tokenizer(self.cfg.text)
         self.answers = list(self.cfg.heads.vqa_answers)
         self._lock = threading.Lock()
+        self.fast = FastPath(self.model, precision) if optimize else None
+        self.precision = self.fast.precision if self.fast is not None else "fp32"
 
     @classmethod
-    def from_pretrained(cls, name_or_path: str | Path, *, revision: str | None = None) -> Predictor:
+    def from_pretrained(cls, name_or_path: str | Path, *, revision: str | None = None, optimize: bool = True,
+                        precision: str = "auto") -> Predictor:
         """Load a checkpoint folder or Hub id (verified), with its index, OOD scorer and calibration."""
         folder = resolve_checkpoint(name_or_path, revision)
         model = load_pretrained(folder, revision=revision)
@@ -131,7 +155,7 @@ class Predictor:
         temperature = 1.0
         if (folder / CALIBRATION_NAME).is_file():
             temperature = float(json.loads((folder / CALIBRATION_NAME).read_text())["temperature"])
-        return cls(model, folder, index, ood, temperature)
+        return cls(model, folder, index, ood, temperature, optimize=optimize, precision=precision)
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -154,9 +178,11 @@ class Predictor:
         embedding = study_features.float().numpy()[:1]
         return bool(self.ood.is_in_distribution(embedding)[0]), float(self.ood.score(embedding)[0])
 
-    def _attention_maps(self, view_mask: torch.Tensor, labels: list[str]) -> dict[str, list[list[float]]]:
-        """Question [CLS] → image-token attention of the last fusion layer, per view as a patch grid."""
-        weights = self.model.fusion.text_layers[-1].cross_attn.last_weights  # [B, h, T, V*L + M]
+    def _attention_maps(self, weights: torch.Tensor, view_mask: torch.Tensor, labels: list[str]
+                        ) -> dict[str, list[list[float]]]:
+        """Question [CLS] → image-token attention ``weights [B, h, T, V*L + M]`` of the last fusion layer,
+        per view as a patch grid."""
+        weights = weights.float()
         vision = self.model.vision
         v, length = self.cfg.vision.max_views, vision.num_prefix_tokens + vision.num_patches
         cls_row = weights[0, :, 0, : v * length].mean(0).view(v, length)  # [V*L] -> [V, L]
@@ -170,15 +196,8 @@ class Predictor:
                 maps[names[index]] = patches[slot].view(grid, grid).tolist()  # [N] -> [grid, grid]
         return maps
 
-    # ----------------------------------------------------------------------------------- API
-    def answer(self, study: StudyInput, question: str, top_k: int = 5) -> Answer:
-        """Answer one question; evidence = top-k alternatives, attention maps, view contributions."""
-        question = " ".join(str(question).split())
-        if not question:
-            raise ValueError("the question is empty")
-        if len(question) > MAX_QUESTION_CHARS:
-            raise ValueError(f"the question is longer than {MAX_QUESTION_CHARS} characters")
-        views, labels = study_views(study, self.cfg.preprocess.image_size)
+    def _answer_eager(self, views: list[np.ndarray], labels: list[str], question: str, top_k: int) -> Answer:
+        """The plain eager fp32 path: the study once per row (all views, then without each view)."""
         slots = order_views(labels, self.cfg.vision.max_views)
         present = [s for s, index in enumerate(slots) if index is not None]
         drops: list[int | None] = [None] + (present if len(present) > 1 else [])
@@ -190,10 +209,36 @@ class Predictor:
             try:
                 study = self.model.encode_study(batch["images"], batch["view_ids"], batch["view_mask"])
                 logits = self.model.vqa_logits(batch, study).float() / self.temperature  # [1 + drops, A]
-                maps = self._attention_maps(batch["view_mask"], labels)
+                maps = self._attention_maps(attention.last_weights, batch["view_mask"], labels)
             finally:
                 attention.keep_weights, attention.last_weights = False, None
-        study_features = study["study_features"][:1]  # row 0: every view present
+        return self._make_answer(question, logits, drops, labels, maps, study["study_features"][:1], top_k)
+
+    def _analyse_fast(self, views: list[np.ndarray], labels: list[str], question: str, top_k: int,
+                      k: int | None) -> tuple[Answer, dict[str, Any] | None]:
+        """The optimised path: one encoding of the study serves the answer, its evidence and retrieval."""
+        slots = order_views(labels, self.cfg.vision.max_views)
+        present = [s for s, index in enumerate(slots) if index is not None]
+        drops: list[int | None] = [None] + (present if len(present) > 1 else [])
+        text = text_batch([question], self.tokenizer, 32)
+        with self._lock, torch.inference_mode():
+            images, view_ids, view_mask = self.fast.inputs(views, labels)
+            encoding = self.fast.encode_study(images, view_ids, view_mask)
+            tokens, mask = self.fast.encode_questions(text["input_ids"], text["attention_mask"])
+            logits, weights = self.fast.answer_logits(encoding, tokens, mask, drops, keep_weights=True)
+            maps = self._attention_maps(weights, view_mask[None], labels)  # [V] -> [1, V]
+        answer = self._make_answer(question, logits / self.temperature, drops, labels, maps,
+                                   encoding.study_features, top_k)
+        if k is None:
+            return answer, None
+        retrieved = {"reports": self._reports(encoding.image_embeds.numpy(), k),
+                     "in_distribution": answer.in_distribution, "ood_score": answer.ood_score}
+        return answer, retrieved
+
+    def _make_answer(self, question: str, logits: torch.Tensor, drops: list[int | None], labels: list[str],
+                     maps: dict[str, list[list[float]]], study_features: torch.Tensor, top_k: int) -> Answer:
+        """The :class:`Answer` from calibrated logits ``[1 + drops, A]`` (row 0: every view present)."""
+        slots = order_views(labels, self.cfg.vision.max_views)
         probabilities = logits.softmax(-1)
         best = probabilities[0].topk(min(top_k, len(self.answers)))
         chosen = int(best.indices[0])
@@ -206,12 +251,51 @@ class Predictor:
                       view_contributions=contributions, attention_maps=maps, view_labels=names,
                       in_distribution=in_distribution, ood_score=score)
 
+    # ----------------------------------------------------------------------------------- API
+    def answer(self, study: StudyInput, question: str, top_k: int = 5) -> Answer:
+        """Answer one question; evidence = top-k alternatives, attention maps, view contributions."""
+        question = clean_question(question)
+        views, labels = study_views(study, self.cfg.preprocess.image_size)
+        if self.fast is None:
+            return self._answer_eager(views, labels, question, top_k)
+        return self._analyse_fast(views, labels, question, top_k, None)[0]
+
+    def answer_and_retrieve(self, study: StudyInput, question: str, top_k: int = 5, k: int = 5
+                            ) -> tuple[Answer, dict[str, Any]]:
+        """:meth:`answer` and :meth:`retrieve` of one study (the optimised path encodes it once)."""
+        question = clean_question(question)
+        views, labels = study_views(study, self.cfg.preprocess.image_size)
+        if self.fast is None:
+            return self._answer_eager(views, labels, question, top_k), self.retrieve(list(zip(views, labels)), k)
+        answer, retrieved = self._analyse_fast(views, labels, question, top_k, k)
+        return answer, retrieved
+
+    def question_probabilities(self, study: StudyInput, questions: Sequence[str]) -> np.ndarray:
+        """Calibrated answer probabilities ``[Q, A]`` of several questions about one study (every view)."""
+        views, labels = study_views(study, self.cfg.preprocess.image_size)
+        text = text_batch([clean_question(q) for q in questions], self.tokenizer, 32)
+        with self._lock, torch.inference_mode():
+            if self.fast is None:
+                batch = {**self._batch(views, labels, [None]), **text,
+                         "study_index": torch.zeros(len(questions), dtype=torch.long)}
+                logits = self.model.vqa_logits(batch).float()  # [Q, A]
+            else:
+                images, view_ids, view_mask = self.fast.inputs(views, labels)
+                encoding = self.fast.encode_study(images, view_ids, view_mask)
+                tokens, mask = self.fast.encode_questions(text["input_ids"], text["attention_mask"])
+                logits, _ = self.fast.answer_logits(encoding, tokens, mask, [None] * len(questions))
+        return (logits / self.temperature).softmax(-1).numpy()
+
     def encode_study(self, study: StudyInput) -> dict[str, np.ndarray]:
         """``image_embeds [E]`` (L2-normalised, for retrieval) and ``study_features [Dv]`` (for OOD)."""
         views, labels = study_views(study, self.cfg.preprocess.image_size)
-        batch = self._batch(views, labels, [None])
         with self._lock, torch.inference_mode():
-            out = self.model.encode_study(batch["images"], batch["view_ids"], batch["view_mask"])
+            if self.fast is not None:
+                encoding = self.fast.encode_study(*self.fast.inputs(views, labels))
+                out = {"image_embeds": encoding.image_embeds, "study_features": encoding.study_features}
+            else:
+                batch = self._batch(views, labels, [None])
+                out = self.model.encode_study(batch["images"], batch["view_ids"], batch["view_mask"])
         return {key: out[key][0].float().numpy() for key in ("image_embeds", "study_features")}
 
     def embed_texts(self, texts: Sequence[str]) -> np.ndarray:

@@ -197,3 +197,82 @@ def test_views_sharing_a_label_keep_separate_maps(served):
     answer = predictor.answer(views, "Is there a pleural effusion?")
     assert answer.view_labels == ["unknown 1", "unknown 2"]
     assert set(answer.attention_maps) == set(answer.view_contributions) == {"unknown 1", "unknown 2"}
+
+
+# ------------------------------------------------------------------ the optimised path (issue 8)
+QUESTIONS = ["Is there a pleural effusion?", "Which side is the effusion on?", "Is this study normal?"]
+
+
+def _paths(folder, precision="fp32"):
+    eager = Predictor.from_pretrained(folder, optimize=False)
+    fast = Predictor(eager.model, eager.folder, eager.index, eager.ood, eager.temperature, precision=precision)
+    return eager, fast
+
+
+def _close_answers(a, b, tol):
+    assert a.answer == b.answer and a.view_labels == b.view_labels
+    assert [n for n, _ in a.alternatives] == [n for n, _ in b.alternatives]
+    assert all(abs(p - q) <= tol for (_, p), (_, q) in zip(a.alternatives, b.alternatives))
+    assert a.view_contributions.keys() == b.view_contributions.keys()
+    assert all(abs(a.view_contributions[k] - b.view_contributions[k]) <= tol for k in a.view_contributions)
+    assert a.attention_maps.keys() == b.attention_maps.keys()
+    for name in a.attention_maps:
+        assert torch.allclose(torch.tensor(a.attention_maps[name]), torch.tensor(b.attention_maps[name]), atol=tol)
+
+
+def test_the_optimised_fp32_path_equals_the_eager_baseline(served_with_index):
+    folder, study = served_with_index
+    eager, fast = _paths(folder)
+    assert eager.fast is None and fast.precision == "fp32"
+    for question in QUESTIONS:
+        answer, retrieved = fast.answer_and_retrieve(study, question, top_k=5, k=4)
+        _close_answers(answer, eager.answer(study, question, top_k=5), 2e-4)
+        expected = eager.retrieve(study, k=4)
+        assert [r.report_uid for r in retrieved["reports"]] == [r.report_uid for r in expected["reports"]]
+        assert all(abs(r.score - e.score) <= 2e-4 for r, e in zip(retrieved["reports"], expected["reports"]))
+    fast.fast.merge_rows = True  # the variant that pads every row into one fusion pass (did not win)
+    _close_answers(fast.answer(study, QUESTIONS[0]), eager.answer(study, QUESTIONS[0]), 2e-4)
+    fast.fast.merge_rows = False
+    single = [study / "PA.dcm"]  # one view: no contributions, one map, the absent view's tokens dropped
+    _close_answers(fast.answer(single, QUESTIONS[0]), eager.answer(single, QUESTIONS[0]), 2e-4)
+    probabilities = fast.question_probabilities(study, QUESTIONS)
+    assert probabilities.shape == (3, len(ANSWERS))
+    assert abs(probabilities - eager.question_probabilities(study, QUESTIONS)).max() < 1e-4
+    assert abs(eager.encode_study(study)["image_embeds"] - fast.encode_study(study)["image_embeds"]).max() < 1e-5
+
+
+def test_the_bf16_path_stays_close_to_the_eager_baseline(served):
+    checkpoint, study = served
+    eager, fast = _paths(checkpoint, precision="bf16")
+    assert fast.precision == "bf16" and fast.fast.model is not eager.model
+    assert next(fast.fast.model.parameters()).dtype == torch.bfloat16
+    assert next(eager.model.parameters()).dtype == torch.float32  # the baseline keeps its fp32 weights
+    difference = abs(fast.question_probabilities(study, QUESTIONS) - eager.question_probabilities(study, QUESTIONS))
+    assert difference.max() < 0.05
+
+
+def test_bf16_is_chosen_only_where_the_cpu_has_it(monkeypatch):
+    from mvcm_core import inference_fast
+
+    monkeypatch.delenv("MVCM_PRECISION", raising=False)
+    monkeypatch.setattr(inference_fast, "native_bf16_supported", lambda: False)
+    assert inference_fast.resolve_precision("auto") == "fp32"
+    monkeypatch.setattr(inference_fast, "native_bf16_supported", lambda: True)
+    assert inference_fast.resolve_precision("auto") == "bf16"
+    assert inference_fast.resolve_precision("fp32") == "fp32"
+    monkeypatch.setenv("MVCM_PRECISION", "fp32")
+    assert inference_fast.resolve_precision("auto") == "fp32"
+    with pytest.raises(ValueError, match="precision"):
+        inference_fast.resolve_precision("fp16")
+
+
+def test_native_bf16_detection_reads_the_cpu_flags(monkeypatch, tmp_path):
+    from mvcm_core import inference_fast
+
+    cpuinfo = tmp_path / "cpuinfo"
+    monkeypatch.setattr(inference_fast, "Path", lambda _: cpuinfo)
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    cpuinfo.write_text("processor : 0\nflags : fpu sse2 avx2 avx512f avx512bw\n")
+    assert inference_fast.native_bf16_supported() is False  # avx512 alone emulates bf16: no
+    cpuinfo.write_text("processor : 0\nflags : fpu sse2 avx512f avx512_bf16\n")
+    assert inference_fast.native_bf16_supported() is True

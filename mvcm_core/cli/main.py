@@ -20,6 +20,7 @@ COMMANDS: dict[str, str] = {
     "ask": "mvcm_core.cli.predict_cmd",
     "retrieve": "mvcm_core.cli.predict_cmd",
     "index": "mvcm_core.cli.index_cmd",
+    "bench": "mvcm_core.cli.bench_cmd",
 }
 
 

@@ -16,14 +16,18 @@ Every failure becomes :class:`DicomRejected` with a one-line, PHI-free reason.
 
 from __future__ import annotations
 
+import re
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
+from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.pixels.utils import get_expected_length
 from pydicom.tag import Tag
 
@@ -35,6 +39,13 @@ PREAMBLE_LENGTH = 128
 MAGIC = b"DICM"
 PIXEL_DATA_TAG = Tag(0x7FE0, 0x0010)
 UNDEFINED_LENGTH = 0xFFFFFFFF
+DEFLATED = "1.2.840.10008.1.2.1.99"
+_HEADER_ERRORS = (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, NotImplementedError,
+                  OverflowError, MemoryError, IndexError, RecursionError, zlib.error, struct.error,
+                  BytesLengthException)
+_JPEG_FAMILY = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
+                "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"}
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 # allow-list: projection radiography and screenshots of it
 ALLOWED_SOP_CLASSES: dict[str, str] = {
@@ -162,19 +173,38 @@ def read_header(path: str | Path, limits: Limits | None = None) -> Dataset:
         raise DicomRejected("not a file")
     size = path.stat().st_size
     if size > limits.max_file_bytes:
-        raise DicomRejected(f"file is {size / 1e6:.0f} MB, above the {limits.max_file_bytes / 1e6:.0f} MB limit")
+        raise DicomRejected(f"file is {size:,} bytes, above the {limits.max_file_bytes:,}-byte limit")
     kind = sniff_kind(path)
     if kind != "dicom":
         raise DicomRejected(describe_non_dicom(path, kind))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
+            _check_deflated(path, limits)
             return pydicom.dcmread(path, defer_size="256 KB")
+    except DicomRejected:
+        raise
     except InvalidDicomError:
         raise DicomRejected("invalid DICOM header") from None
-    except (EOFError, OSError, ValueError, KeyError, TypeError, AttributeError, NotImplementedError,
-            OverflowError, MemoryError, IndexError) as exc:
+    except _HEADER_ERRORS as exc:
         raise DicomRejected(f"unreadable DICOM header ({type(exc).__name__})") from None
+
+
+def _check_deflated(path: Path, limits: Limits) -> None:
+    """A deflated dataset is inflated whole by pydicom: measure it first, in bounded chunks (zip bombs)."""
+    with open(path, "rb") as handle:
+        read_preamble(handle, False)
+        meta = _read_file_meta_info(handle)
+        if str(meta.get("TransferSyntaxUID", "")) != DEFLATED:
+            return
+        inflater, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+        while chunk := handle.read(1 << 20):
+            while chunk:
+                total += len(inflater.decompress(chunk, 1 << 22))
+                chunk = inflater.unconsumed_tail
+                if total > limits.max_file_bytes:
+                    raise DicomRejected(
+                        f"deflated dataset inflates beyond the {limits.max_file_bytes / 1e6:.0f} MB limit")
 
 
 def check_image_header(ds: Dataset, path: str | Path, limits: Limits | None = None) -> list[str]:
@@ -191,6 +221,8 @@ def check_image_header(ds: Dataset, path: str | Path, limits: Limits | None = No
     sop_class = str(ds.get("SOPClassUID", "") or media_class)
     if not sop_class:
         raise DicomRejected("no SOP Class UID")
+    if len(sop_class) > 64 or not _UID.fullmatch(sop_class):
+        raise DicomRejected("invalid SOP Class UID (not a dotted number of at most 64 characters)")
     if sop_class not in ALLOWED_SOP_CLASSES:
         for prefix, reason in _REJECTED_FAMILIES:
             if sop_class.startswith(prefix):
@@ -221,6 +253,16 @@ def _check_geometry(ds: Dataset, limits: Limits) -> None:
         raise DicomRejected("missing or invalid Rows / Columns / BitsAllocated") from None
     if rows <= 0 or cols <= 0 or frames <= 0 or samples not in (1, 3) or bits not in (1, 8, 16, 32):
         raise DicomRejected(f"invalid image geometry ({rows}×{cols}, {samples} samples, {bits} bits, {frames} frames)")
+    try:
+        stored = int(ds.get("BitsStored", bits) or bits)
+    except (TypeError, ValueError):
+        raise DicomRejected("invalid BitsStored") from None
+    if not 0 < stored <= bits:
+        raise DicomRejected(f"BitsStored {stored} is not within BitsAllocated {bits}")
+    syntax = str(getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID", ""))
+    if syntax in _JPEG_FAMILY and (bits not in (8, 16) or stored > 16):
+        # the JPEG / JPEG-LS codecs (GDCM) abort the whole process on other depths: refuse first
+        raise DicomRejected(f"JPEG pixel data must be 8 or 16 bits allocated, at most 16 stored (got {bits}/{stored})")
     if rows * cols > limits.max_pixels:
         raise DicomRejected(f"image of {rows}×{cols} pixels exceeds the {limits.max_pixels:,}-pixel limit")
     frame_bytes = rows * cols * samples * max(bits, 8) // 8
@@ -234,7 +276,8 @@ def _check_pixel_buffer(ds: Dataset, path: Path) -> None:
     length = getattr(element, "length", None)
     value_tell = getattr(element, "value_tell", None)
     undefined = length is None or length == UNDEFINED_LENGTH
-    if not undefined and value_tell is not None and value_tell + length > path.stat().st_size:
+    deflated = str(ds.file_meta.TransferSyntaxUID) == DEFLATED  # offsets are in the inflated stream
+    if not undefined and not deflated and value_tell is not None and value_tell + length > path.stat().st_size:
         raise DicomRejected("truncated file: pixel data runs past the end of the file")
     if ds.file_meta.TransferSyntaxUID.is_compressed:
         if not undefined and length < 16:
@@ -305,6 +348,16 @@ def read_dicom(path: str | Path, *, limits: Limits | None = None, preset: str | 
     """
     path = Path(path)
     ds = read_header(path, limits)
+    try:
+        return _read_image(ds, path, limits, preset)
+    except DicomRejected:
+        raise
+    except _HEADER_ERRORS as exc:  # values pydicom converts lazily (wrong VR / length) fail here
+        raise DicomRejected(f"invalid or inconsistent header values ({type(exc).__name__})") from None
+
+
+def _read_image(ds: Dataset, path: Path, limits: Limits | None, preset: str | None) -> DicomImage:
+    """Validate, decode and window a dataset read by :func:`read_header`."""
     notes = check_image_header(ds, path, limits)
     frame, decode_notes = decode_first_frame(ds)
     values = modality_values(frame, ds)

@@ -11,6 +11,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder, pixel_array
+from pydicom.pixels.utils import _get_jpg_parameters
 
 # which package decodes what (python-gdcm decodes all of them)
 _DECODER_HINT = {
@@ -27,6 +28,7 @@ _DECODER_HINT = {
 # JPEG processes imagecodecs can decode when pydicom's plugins cannot (e.g. 12-bit JPEG Extended)
 _IMAGECODECS_SYNTAXES = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57",
                          "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"}
+_NOT_GDCM = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"}
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -70,6 +72,41 @@ def _decode_with_imagecodecs(ds: Dataset) -> np.ndarray | None:
     return frame
 
 
+def _j2k_size(stream: bytes) -> tuple[int, int] | None:
+    """(rows, columns) from a JPEG 2000 SIZ marker segment (raw codestream or inside a JP2 box)."""
+    start = stream.find(b"\xff\x4f\xff\x51", 0, 4096)
+    if start < 0 or len(stream) < start + 24:
+        return None
+    xsiz, ysiz, x0, y0 = (int.from_bytes(stream[start + 8 + 4 * i:start + 12 + 4 * i], "big") for i in range(4))
+    return max(ysiz - y0, 0), max(xsiz - x0, 0)
+
+
+def _jpeg_size(stream: bytes) -> tuple[int, int] | None:
+    """(rows, columns) from a JPEG / JPEG-LS start-of-frame segment."""
+    try:
+        info = _get_jpg_parameters(bytes(stream[:65536]))
+    except Exception:  # noqa: BLE001 - a header pydicom cannot parse: let the decoder judge it
+        return None
+    return (int(info["height"]), int(info["width"])) if "height" in info and "width" in info else None
+
+
+def stream_size(ds: Dataset) -> tuple[int, int] | None:
+    """(rows, columns) the first compressed frame declares in its own codestream header, if readable.
+
+    Decoders allocate what the codestream says, not what the DICOM header says: a 1 KB file whose
+    64×64 header wraps a 20000×20000 JPEG 2000 stream would take gigabytes to decode.
+    """
+    syntax = str(ds.file_meta.TransferSyntaxUID)
+    if not syntax.startswith("1.2.840.10008.1.2.4."):
+        return None  # RLE and deflate decode to the header's geometry
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    try:
+        head = next(generate_frames(ds.PixelData, number_of_frames=frames))[:65536]
+    except Exception:  # noqa: BLE001 - broken encapsulation: the decoder reports it
+        return None
+    return _j2k_size(head) if syntax.startswith("1.2.840.10008.1.2.4.9") else _jpeg_size(head)
+
+
 def decode_first_frame(ds: Dataset) -> tuple[np.ndarray, list[str]]:
     """Decode frame 0 of a validated dataset into a 2-D grayscale array.
 
@@ -82,11 +119,17 @@ def decode_first_frame(ds: Dataset) -> tuple[np.ndarray, list[str]]:
 
     transfer_syntax = ds.file_meta.TransferSyntaxUID
     notes: list[str] = []
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    declared = stream_size(ds) if transfer_syntax.is_compressed else None
+    if declared is not None and declared != (rows, cols):
+        raise DicomRejected(f"compressed stream is {declared[0]}×{declared[1]} but the header says {rows}×{cols}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             frame = _decode_pixels(ds)
-    except Exception as exc:  # noqa: BLE001 - decoders raise anything on corrupt streams
+    except BaseException as exc:  # noqa: BLE001 - decoders raise anything (Rust plugins: PanicException)
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+            raise
         if transfer_syntax.is_compressed and not get_decoder(transfer_syntax).is_available:
             raise DicomRejected(
                 f"no decoder for {transfer_syntax.name}: install {decoder_hint(transfer_syntax)}") from None
@@ -98,16 +141,21 @@ def decode_first_frame(ds: Dataset) -> tuple[np.ndarray, list[str]]:
         frame = frame[0]
     if frame.ndim != 2:
         raise DicomRejected(f"decoded pixel array has an unexpected shape {frame.shape}")
-    rows, cols = int(ds.Rows), int(ds.Columns)
     if frame.shape != (rows, cols):
         raise DicomRejected(f"decoded image is {frame.shape[0]}×{frame.shape[1]}, header says {rows}×{cols}")
     return frame, notes
 
 
 def _decode_pixels(ds: Dataset) -> np.ndarray:
-    """pydicom's plugins first, imagecodecs as the fallback for JPEG they refuse."""
+    """pydicom's plugins first, imagecodecs as the fallback for JPEG they refuse.
+
+    JPEG Baseline / Extended never reach GDCM: on a corrupt stream its JPEG codec throws an uncaught
+    C++ exception that aborts the whole process (found by the fuzzer); Pillow and imagecodecs raise.
+    """
+    syntax = str(ds.file_meta.TransferSyntaxUID)
+    plugin = "pillow" if syntax in _NOT_GDCM and "pillow" in get_decoder(syntax).available_plugins else ""
     try:
-        frame = pixel_array(ds, index=0)
+        frame = pixel_array(ds, index=0, decoding_plugin=plugin)
     except (RuntimeError, NotImplementedError, ValueError):
         frame = _decode_with_imagecodecs(ds)
         if frame is None:

@@ -103,6 +103,8 @@ def read_raster(path: str | Path, limits: Limits | None = None) -> DicomImage:
     """
     limits = limits or Limits()
     path = Path(path)
+    if path.stat().st_size > limits.max_file_bytes:
+        raise DicomRejected(f"file is {path.stat().st_size:,} bytes, above the {limits.max_file_bytes:,}-byte limit")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -183,7 +185,9 @@ def read_file(path: Path, limits: Limits | None = None, kind: str | None = None)
         return FileRecord(path, kind, str(exc))
     except MemoryError:
         return FileRecord(path, kind, "not enough memory to decode this image")
-    except Exception as exc:  # noqa: BLE001 - last line of defence: one line, never a traceback
+    except BaseException as exc:  # noqa: BLE001 - last line of defence: one line, never a traceback
+        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+            raise
         return FileRecord(path, kind, f"unexpected error while reading ({type(exc).__name__})")
 
 

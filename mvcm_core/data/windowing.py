@@ -80,7 +80,8 @@ def apply_window(values: np.ndarray, center: float, width: float, function: str 
         width = max(float(width), 1e-6)
         low = center - width / 2.0
         span = width
-    out = (values - np.float32(low)) / np.float32(max(span, 1e-6))
+    out = np.subtract(values, np.float32(low), dtype=np.float32)  # the one full-size allocation
+    out *= np.float32(1.0 / max(span, 1e-6))
     return np.clip(out, 0.0, 1.0, out=out)
 
 

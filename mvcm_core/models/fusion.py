@@ -27,11 +27,22 @@ class Attention(nn.Module):
         self.keep_weights = False
         self.last_weights: torch.Tensor | None = None
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None) -> torch.Tensor:
-        b, lq, w = x.shape
-        lk, h = context.shape[1], self.heads
-        q = self.query(x).view(b, lq, h, w // h).transpose(1, 2)  # [B, Lq, W] -> [B, h, Lq, W/h]
+    def keys_values(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values ``2 x [B, h, Lk, W/h]`` of a context ``[B, Lk, W]`` (cacheable when it is constant)."""
+        b, lk, w = context.shape
+        h = self.heads
         k, v = self.key_value(context).view(b, lk, 2, h, w // h).permute(2, 0, 3, 1, 4)  # -> 2 x [B, h, Lk, W/h]
+        return k, v
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None, context_mask: torch.Tensor | None,
+                kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Attend ``x [B, Lq, W]`` to ``context [B, Lk, W]``, or to precomputed ``kv`` (batch B or 1)."""
+        b, lq, w = x.shape
+        h = self.heads
+        q = self.query(x).view(b, lq, h, w // h).transpose(1, 2)  # [B, Lq, W] -> [B, h, Lq, W/h]
+        k, v = self.keys_values(context) if kv is None else kv
+        if k.shape[0] != b:
+            k, v = k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1)  # a shared context: [1, h, Lk, W/h] -> [B, ...]
         mask = None if context_mask is None else context_mask[:, None, None, :]  # [B, 1, 1, Lk]
         if self.keep_weights:
             scores = (q @ k.transpose(-2, -1)) / (w // h) ** 0.5  # [B, h, Lq, Lk]

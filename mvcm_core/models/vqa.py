@@ -41,11 +41,22 @@ class GatedCrossAttention(nn.Module):
         self.out_norm = nn.LayerNorm(width)
         self.last_gate: torch.Tensor | None = None
 
-    def forward(self, tokens: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    def encode_prior(self, prior: torch.Tensor) -> torch.Tensor:
+        """The prior after its self-attention block: ``[A_w, W] -> [1, A_w, W]`` (the same for every input)."""
         prior = prior.unsqueeze(0)  # [A_w, W] -> [1, A_w, W]
         prior = self.prior_norm1(prior + self.prior_attention(prior, prior, None))
-        prior = self.prior_norm2(prior + self.prior_mlp(prior)).expand(tokens.shape[0], -1, -1)
-        attended = self.cross_norm(tokens + self.cross_attention(tokens, prior, None))
+        return self.prior_norm2(prior + self.prior_mlp(prior))
+
+    def prior_keys_values(self, prior: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-attention keys and values ``2 x [1, h, A_w, W/h]`` of the prior ``[A_w, W]``, for caching."""
+        return self.cross_attention.keys_values(self.encode_prior(prior))
+
+    def forward(self, tokens: torch.Tensor, prior: torch.Tensor | None,
+                prior_kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``tokens [B, L, W]`` with the prior ``[A_w, W]`` (or its cached :meth:`prior_keys_values`)."""
+        if prior_kv is None:
+            prior = self.encode_prior(prior).expand(tokens.shape[0], -1, -1)  # [1, A_w, W] -> [B, A_w, W]
+        attended = self.cross_norm(tokens + self.cross_attention(tokens, prior, None, kv=prior_kv))
         gate = torch.sigmoid(self.gate(attended))
         self.last_gate = gate.detach()
         mixed = gate * attended + (1.0 - gate) * tokens
@@ -61,13 +72,18 @@ class VQAHead(nn.Module):
         self.classifier = nn.Sequential(nn.Linear(2 * width, 2 * width), nn.LayerNorm(2 * width), nn.GELU(),
                                         nn.Linear(2 * width, num_answers))
 
-    def forward(self, text: torch.Tensor, text_mask: torch.Tensor, image: torch.Tensor, image_mask: torch.Tensor,
-                prior: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, text: torch.Tensor, text_mask: torch.Tensor | None, image: torch.Tensor,
+                image_mask: torch.Tensor | None, prior: torch.Tensor | None = None,
+                prior_kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """Logits ``[B, A]``; ``image_mask`` None = every image token is real; ``prior_kv`` = a cached prior."""
         if self.gca is not None:
-            if prior is None:
+            if prior is None and prior_kv is None:
                 raise ValueError("the gated cross-attention head needs the answer prior")
-            tokens = self.gca(torch.cat([text, image], dim=1), prior)  # [B, T + P, W]
+            tokens = self.gca(torch.cat([text, image], dim=1), prior, prior_kv)  # [B, T + P, W]
             text, image = tokens[:, : text.shape[1]], tokens[:, text.shape[1]:]
-        image_weights = image_mask.unsqueeze(-1).to(image.dtype)
-        pooled_image = (image * image_weights).sum(1) / image_weights.sum(1).clamp_min(1.0)
+        if image_mask is None:
+            pooled_image = image.mean(1)
+        else:
+            image_weights = image_mask.unsqueeze(-1).to(image.dtype)
+            pooled_image = (image * image_weights).sum(1) / image_weights.sum(1).clamp_min(1.0)
         return self.classifier(torch.cat([text[:, 0], pooled_image], dim=-1))

@@ -1,0 +1,238 @@
+"""The optimised inference path behind :class:`~mvcm_core.inference.Predictor` (``optimize=True``).
+
+Same weights and the same answers, probabilities and retrieved reports as the plain eager fp32 path
+within floating-point tolerance (tests and ``benchmarks/bench_accuracy.py`` check it); what changes
+is the work done per study (figures and what did not win: ``PERFORMANCE.md``):
+
+- every view goes through the image encoder once, as one batch; the plain path encodes the study
+  once per row (all views, then once without each view for the view contributions) and again for
+  retrieval;
+- the question goes through the text encoder once and is shared by every row;
+- the gated cross-attention's answer-vocabulary prior is the same for every input: its keys and
+  values are computed once at load time;
+- a row that leaves a view out drops that view's masked tokens instead of masking them (masked
+  tokens never reach an unmasked output, so the result is the same with half the tokens), and no
+  attention mask is built when every token is real;
+- bf16 weights and activations where the CPU computes bf16 natively (AVX-512 BF16 or AMX), fp32
+  elsewhere; ``MVCM_PRECISION=fp32|bf16`` overrides the choice;
+- the input buffer is allocated once and refilled under the Predictor's lock.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mvcm_core.config import VIEW_IDS, VIEW_OF_LABEL
+from mvcm_core.data.batching import order_views
+
+PRECISIONS = ("auto", "fp32", "bf16")
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+
+
+def native_bf16_supported() -> bool:
+    """True when oneDNN can run bf16 and the CPU has native bf16 instructions (Linux ``/proc/cpuinfo``)."""
+    if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        return False
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        return False
+    flags = set()
+    for line in cpuinfo.read_text(errors="replace").splitlines():
+        if line.startswith("flags"):
+            flags.update(line.split(":", 1)[1].split())
+            break
+    return any(flag in flags for flag in NATIVE_BF16_FLAGS)
+
+
+def resolve_precision(precision: str = "auto") -> str:
+    """``fp32`` or ``bf16``: ``auto`` (or ``$MVCM_PRECISION``) picks bf16 only where it is native."""
+    precision = os.environ.get("MVCM_PRECISION", precision) if precision == "auto" else precision
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return "bf16" if native_bf16_supported() else "fp32"
+    return precision
+
+
+@dataclass
+class StudyEncoding:
+    """One study, encoded once: what answering and retrieval both need (fp32 except ``image_tokens``)."""
+
+    image_embeds: torch.Tensor  # [1, E], L2-normalised
+    study_features: torch.Tensor  # [1, Dv], the pooled view features (OOD)
+    image_tokens: torch.Tensor  # [V*L + V, W], model dtype: every view's tokens, then each view's missing-view token
+    token_valid: torch.Tensor  # [V, L] bool
+    view_ids: torch.Tensor  # [V]
+
+
+class FastPath:
+    """The optimised forward passes of one model (see the module docstring)."""
+
+    def __init__(self, model: torch.nn.Module, precision: str = "auto", channels_last: bool = False,
+                 merge_rows: bool = False) -> None:
+        """Prepare ``model`` (a bf16 copy when bf16 is chosen; the caller's model is never altered).
+
+        ``channels_last`` and ``merge_rows`` (one padded fusion pass for every row) are variants that
+        were measured and did not win (``PERFORMANCE.md``); they stay for re-measuring.
+        """
+        self.precision = resolve_precision(precision)
+        self.dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
+        own_copy = self.dtype != torch.float32 or channels_last  # never alter the caller's (baseline) model
+        self.model = copy.deepcopy(model).to(self.dtype) if own_copy else model
+        self.model.eval()
+        self.cfg = model.cfg
+        self.channels_last = channels_last
+        self.merge_rows = merge_rows
+        if channels_last:
+            self.model.vision.to(memory_format=torch.channels_last)
+        size, channels, views = self.cfg.preprocess.image_size, self.cfg.vision.in_chans, self.cfg.vision.max_views
+        self._images = torch.zeros(views, channels, size, size)  # refilled per request (under the caller's lock)
+        self.prior_kv = None
+        head = model.vqa_head
+        if head is not None and head.gca is not None:
+            with torch.inference_mode():  # from the fp32 model, then cast: the prior is computed once
+                prior = model.text_to_width(model.text.word_embeddings(model.vqa_prior_ids))  # [A_w, W]
+                k, v = head.gca.prior_keys_values(prior)
+                self.prior_kv = (k.to(self.dtype).contiguous(), v.to(self.dtype).contiguous())
+
+    # ------------------------------------------------------------------------------- inputs
+    def inputs(self, views: list[np.ndarray], labels: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``images [V, C, H, W]`` (the reused buffer), ``view_ids [V]`` and ``view_mask [V]`` of one study."""
+        pre, v = self.cfg.preprocess, self.cfg.vision.max_views
+        view_ids = torch.full((v,), VIEW_IDS["unknown"], dtype=torch.long)
+        view_mask = torch.zeros(v, dtype=torch.bool)
+        self._images.zero_()
+        scale, shift = 1.0 / (255.0 * pre.std), pre.mean / pre.std
+        for slot, index in enumerate(order_views(labels, v)):
+            if index is None:
+                view_ids[slot] = VIEW_IDS[("frontal", "lateral")[slot] if slot < 2 else "unknown"]
+                continue
+            pixels = torch.from_numpy(np.ascontiguousarray(views[index]))  # [H, W] uint8
+            self._images[slot].copy_(pixels.unsqueeze(0))  # [H, W] -> [C, H, W]
+            view_ids[slot] = VIEW_IDS[VIEW_OF_LABEL.get(labels[index], "unknown")]
+            view_mask[slot] = True
+        self._images.mul_(scale).sub_(shift)  # (x / 255 - mean) / std, in place
+        return self._images, view_ids, view_mask
+
+    # ------------------------------------------------------------------------------ encoders
+    def encode_study(self, images: torch.Tensor, view_ids: torch.Tensor, view_mask: torch.Tensor) -> StudyEncoding:
+        """Every present view through the image encoder once; absent views keep their learned token."""
+        model = self.model
+        present = view_mask.nonzero().flatten()
+        v, length = view_mask.shape[0], model.vision.num_prefix_tokens + model.vision.num_patches
+        pixels = images[present].to(self.dtype)  # [P, C, H, W]
+        if self.channels_last:
+            pixels = pixels.contiguous(memory_format=torch.channels_last)
+        tokens = model.vision(pixels)  # [P, L, Dv]
+        pooled = tokens[:, 0].float().mean(0, keepdim=True)  # [1, Dv]: mean of the present views' [CLS]
+        image_embeds = torch.nn.functional.normalize(model.image_projection(pooled.to(self.dtype)).float(), dim=-1)
+        width = model.image_to_width.out_features
+        embedded = model.view_embedding(view_ids)  # [V, W]
+        missing = embedded + model.missing_view_token.to(self.dtype)  # [V, W]: a view's learned stand-in
+        study = missing.unsqueeze(1).repeat(1, length, 1)  # [V, W] -> [V, L, W]
+        study[present] = model.image_to_width(tokens) + embedded[present].unsqueeze(1)
+        valid = torch.zeros(v, length, dtype=torch.bool)
+        valid[:, 0] = True
+        valid[present] = True
+        table = torch.cat([study.view(v * length, width), missing])  # [V, L, W] -> [V*L + V, W]
+        return StudyEncoding(image_embeds, pooled, table, valid, view_ids)
+
+    def encode_questions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Question tokens ``[Q, T, W]`` and their mask (None when no question is padded)."""
+        model = self.model
+        states = model.text(input_ids, attention_mask)  # [Q, T, H]
+        mask = attention_mask.bool()
+        return model.text_to_width(states), (None if bool(mask.all()) else mask)
+
+    # -------------------------------------------------------------------------------- answer
+    def answer_logits(self, study: StudyEncoding, text: torch.Tensor, text_mask: torch.Tensor | None,
+                      drops: list[int | None], keep_weights: bool = False
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits ``[R, A]`` (fp32) for one row per entry of ``drops`` (None = every view, s = without slot s).
+
+        ``text [1 or R, T, W]``. With ``keep_weights``, also the last text layer's cross-attention
+        weights of row 0 ``[1, h, T, V*L + M]`` in the plain path's layout (zero on masked tokens).
+        """
+        kept = [self._kept_tokens(study, slot) for slot in drops]
+        keeps, layouts = [k for k, _ in kept], [layout for _, layout in kept]
+        logits: list[torch.Tensor | None] = [None] * len(drops)
+        weights = None
+        groups: dict[int, list[int]] = {}
+        for row, keep in enumerate(keeps):
+            groups.setdefault(0 if self.merge_rows else len(keep), []).append(row)
+        for rows in groups.values():
+            image, image_mask = self._gather_rows(study, [keeps[r] for r in rows])  # [G, n, W], [G, n] | None
+            rows_text = text if text.shape[0] == 1 else text[rows]
+            rows_text = rows_text.expand(len(rows), -1, -1)
+            rows_mask = None if text_mask is None else text_mask.expand(len(rows), -1) if text_mask.shape[0] == 1 \
+                else text_mask[rows]
+            record = keep_weights and rows[0] == 0
+            group_logits, group_weights = self._fuse_and_classify(rows_text, rows_mask, image, image_mask, record)
+            for position, row in enumerate(rows):
+                logits[row] = group_logits[position]
+            if record:
+                kept_weights = group_weights[:1] if image_mask is None else torch.cat(
+                    [group_weights[:1, ..., : len(keeps[0])], group_weights[:1, ..., image.shape[1]:]], dim=-1)
+                weights = self._full_layout(kept_weights, layouts[0], study.token_valid.numel())
+        return torch.stack(logits).float(), weights  # [R, A]
+
+    @staticmethod
+    def _gather_rows(study: StudyEncoding, keeps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Image tokens ``[G, n, W]`` of rows with these kept tokens, padded to the longest row (mask: real)."""
+        longest = max(len(keep) for keep in keeps)
+        if all(len(keep) == longest for keep in keeps):
+            return study.image_tokens[torch.stack(keeps)], None  # [G, n] -> [G, n, W]
+        index = torch.zeros(len(keeps), longest, dtype=torch.long)
+        mask = torch.zeros(len(keeps), longest, dtype=torch.bool)
+        for row, keep in enumerate(keeps):
+            index[row, : len(keep)] = keep
+            mask[row, : len(keep)] = True
+        return study.image_tokens[index], mask  # [G, n] -> [G, n, W]
+
+    def _kept_tokens(self, study: StudyEncoding, dropped: int | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """A row's real tokens: rows of ``image_tokens`` and positions in the plain path's ``V*L`` layout.
+
+        A dropped view keeps only its first token, which becomes its learned missing-view token.
+        """
+        v, length = study.token_valid.shape
+        valid = study.token_valid.clone()
+        if dropped is not None:
+            valid[dropped, 1:] = False
+        layout = valid.flatten().nonzero().flatten()  # [V, L] -> [n]
+        table = layout.clone()
+        if dropped is not None:
+            table[layout == dropped * length] = v * length + dropped
+        return table, layout
+
+    def _fuse_and_classify(self, text: torch.Tensor, text_mask: torch.Tensor | None, image: torch.Tensor,
+                           image_mask: torch.Tensor | None, keep_weights: bool
+                           ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        model = self.model
+        attention = model.fusion.text_layers[-1].cross_attn
+        attention.keep_weights = keep_weights
+        try:
+            text_fused, image_fused = model.fusion(text, text_mask, image, image_mask)
+            weights = attention.last_weights
+        finally:
+            attention.keep_weights, attention.last_weights = False, None
+        if self.prior_kv is not None:
+            logits = model.vqa_head(text_fused, text_mask, image_fused, image_mask, prior_kv=self.prior_kv)
+        else:
+            logits = model.vqa_head(text_fused, text_mask, image_fused, image_mask, None)
+        return logits, weights
+
+    @staticmethod
+    def _full_layout(weights: torch.Tensor, kept: torch.Tensor, total: int) -> torch.Tensor:
+        """``[1, h, T, n + M]`` over kept tokens + memory -> ``[1, h, T, V*L + M]`` (zeros elsewhere)."""
+        n = kept.shape[0]
+        full = weights.new_zeros(*weights.shape[:-1], total + weights.shape[-1] - n).float()
+        full[..., kept] = weights[..., :n].float()
+        full[..., total:] = weights[..., n:].float()
+        return full
