@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from mvcm_core.config import ModelCfg
 from mvcm_core.factory import create_model
-from mvcm_core.folders import MANIFEST_NAME, sha256_file, staged_folder  # noqa: F401 - re-exported
+from mvcm_core.folders import MANIFEST_NAME, recover_folder, sha256_file, staged_folder  # noqa: F401 - re-exported
 from mvcm_core.models.text import resolve_text_source
 
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
@@ -100,7 +100,7 @@ def save_pretrained(model: torch.nn.Module, folder: str | Path, *, provenance: d
 def resolve_checkpoint(name_or_path: str | Path, revision: str | None = None) -> Path:
     """A local checkpoint folder, or a Hub model repo downloaded (only then is the network used)."""
     path = Path(name_or_path)
-    if path.is_dir():
+    if path.is_dir() or recover_folder(path):  # recover: a save killed between its two renames
         return path
     if path.exists() or str(name_or_path).count("/") != 1:
         raise CheckpointError(f"checkpoint folder not found: {name_or_path}")

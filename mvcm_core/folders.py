@@ -39,11 +39,21 @@ def replace_folder(staging: Path, folder: Path) -> None:
     shutil.rmtree(retired, ignore_errors=True)
 
 
+def recover_folder(folder: Path) -> bool:
+    """Undo a swap interrupted between its two renames: put ``.<name>.old`` back; True if it did."""
+    retired = folder.with_name(f".{folder.name}.old")
+    if folder.exists() or not retired.is_dir():
+        return False
+    os.replace(retired, folder)
+    return True
+
+
 @contextlib.contextmanager
 def staged_folder(folder: Path) -> Iterator[Path]:
     """Yield an empty staging folder beside ``folder``; on success it replaces ``folder`` atomically,
     on any error it is removed and ``folder`` is left as it was."""
     folder.parent.mkdir(parents=True, exist_ok=True)
+    recover_folder(folder)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
         yield staging

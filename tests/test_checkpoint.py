@@ -90,3 +90,12 @@ def test_frozen_pretrained_text_weights_are_referenced_by_hash_not_copied(tmp_pa
     (folder / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(CheckpointError, match="differs from the one this checkpoint was trained with"):
         load_pretrained(folder, verify=True)
+
+
+def test_a_save_killed_between_its_two_renames_is_recovered_on_load(tiny_model, tmp_path):
+    folder = save_pretrained(tiny_model, tmp_path / "ck")
+    expected = {p.name: p.read_bytes() for p in folder.iterdir()}
+    folder.rename(tmp_path / ".ck.old")  # the state after the first rename of the swap, before the second
+    assert load_pretrained(tmp_path / "ck") is not None
+    assert {p.name: p.read_bytes() for p in (tmp_path / "ck").iterdir()} == expected
+    assert not (tmp_path / ".ck.old").exists()

@@ -16,6 +16,7 @@ Every failure becomes :class:`DicomRejected` with a one-line, PHI-free reason.
 
 from __future__ import annotations
 
+import io
 import re
 import struct
 import warnings
@@ -161,8 +162,11 @@ def describe_non_dicom(path: str | Path, kind: str | None = None) -> str:
     return "not a DICOM, PNG or JPEG file (no DICM marker at byte 128)"
 
 
-def read_header(path: str | Path, limits: Limits | None = None) -> Dataset:
+def read_header(path: str | Path, limits: Limits | None = None, *, whole: bool = False) -> Dataset:
     """Read a DICOM header with large values deferred (nothing big is allocated).
+
+    ``whole=True`` reads the (size-checked) file into memory in one call instead, for callers that
+    decode the pixels anyway: one read instead of the deferred value's many small ones.
 
     Raises:
         DicomRejected: not a DICOM Part 10 file, too large, or an unreadable header.
@@ -181,6 +185,8 @@ def read_header(path: str | Path, limits: Limits | None = None) -> Dataset:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             _check_deflated(path, limits)
+            if whole:
+                return pydicom.dcmread(io.BytesIO(path.read_bytes()))
             return pydicom.dcmread(path, defer_size="256 KB")
     except DicomRejected:
         raise
@@ -347,7 +353,7 @@ def read_dicom(path: str | Path, *, limits: Limits | None = None, preset: str | 
         DicomRejected: with a one-line reason.
     """
     path = Path(path)
-    ds = read_header(path, limits)
+    ds = read_header(path, limits, whole=True)
     try:
         return _read_image(ds, path, limits, preset)
     except DicomRejected:

@@ -169,6 +169,9 @@ def modality_values(frame: np.ndarray, ds: Dataset) -> np.ndarray:
     """Apply the modality LUT (rescale slope / intercept or a Modality LUT Sequence) → float32."""
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         return frame.astype(np.float32, copy=False)
+    linear = _linear_rescale(frame, ds)
+    if linear is not None:
+        return linear
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -178,6 +181,25 @@ def modality_values(frame: np.ndarray, ds: Dataset) -> np.ndarray:
     values = values.astype(np.float32, copy=False)
     if not np.isfinite(values).all():
         values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    return values
+
+
+def _linear_rescale(frame: np.ndarray, ds: Dataset) -> np.ndarray | None:
+    """Rescale slope / intercept in float32, in place on one copy (None: not the simple integer case)."""
+    if "ModalityLUTSequence" in ds or frame.dtype.kind not in "iu":
+        return None
+    try:
+        slope = float(ds.get("RescaleSlope", 1) or 1)
+        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+    except (TypeError, ValueError):
+        return None
+    if not (np.isfinite(slope) and np.isfinite(intercept)) or max(abs(slope), abs(intercept)) > 1e30:
+        return None
+    values = frame.astype(np.float32)
+    if slope != 1.0:
+        values *= np.float32(slope)
+    if intercept != 0.0:
+        values += np.float32(intercept)
     return values
 
 
