@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.common import REPO, emit
+from benchmarks.common import REPO, emit, proc_status_mb
 
 QUESTIONS = ("Is there a pleural effusion?", "Is the heart enlarged?", "Which side is the effusion on?")
 READY_TIMEOUT_S = 180.0
@@ -35,17 +35,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def peak_rss_mb(pid: int) -> float | None:
-    """Peak resident set (``VmHWM``) of a live process in MB (Linux), else None."""
-    status = Path(f"/proc/{pid}/status")
-    if not status.is_file():
-        return None
-    for line in status.read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return None
 
 
 def wait_ready(url: str, process: subprocess.Popen, timeout: float) -> None:
@@ -87,7 +76,7 @@ def one_run(study: Path, session_calls: int) -> dict[str, Any]:
             client.predict(files=files, question=QUESTIONS[i % len(QUESTIONS)], top_k=5, api_name="/ask")
             client.predict(files=files, k=5, api_name="/retrieve")
             calls.append(time.perf_counter() - began)
-        peak = peak_rss_mb(process.pid)
+        peak = proc_status_mb("VmHWM", process.pid)
         client.close()
     finally:
         process.terminate()

@@ -17,10 +17,10 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from pathlib import Path
 
 import numpy as np
 
+from benchmarks.common import rss_mb
 from mvcm_core.index import ReportIndex
 
 K = 10
@@ -38,17 +38,6 @@ def clustered_unit_vectors(n: int, dim: int, seed: int, clusters: int = 1000) ->
         rows += rng.standard_normal(rows.shape, dtype=np.float32)
         out[start:stop] = rows / np.linalg.norm(rows, axis=1, keepdims=True)
     return out
-
-
-def rss_mb() -> float | None:
-    """Resident set size of this process in MB (Linux ``/proc``), or None elsewhere."""
-    status = Path("/proc/self/status")
-    if not status.is_file():
-        return None
-    for line in status.read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return None
 
 
 def timed_ids(search: Search, queries: np.ndarray) -> tuple[float, float, np.ndarray]:

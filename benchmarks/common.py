@@ -35,15 +35,20 @@ def summary(times: list[float]) -> dict[str, float]:
             "runs": len(times)}
 
 
-def rss_mb() -> float | None:
-    """Current resident set size of this process in MB (Linux ``/proc``), or None elsewhere."""
-    status = Path("/proc/self/status")
+def proc_status_mb(field: str = "VmRSS", pid: int | str = "self") -> float | None:
+    """A memory field of ``/proc/<pid>/status`` in MB (``VmRSS`` resident, ``VmHWM`` peak), None off Linux."""
+    status = Path(f"/proc/{pid}/status")
     if not status.is_file():
         return None
     for line in status.read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return None
+
+
+def rss_mb() -> float | None:
+    """Current resident set size of this process in MB, or None off Linux."""
+    return proc_status_mb("VmRSS")
 
 
 def emit(result: dict[str, Any], as_json: bool, lines: list[str]) -> None:

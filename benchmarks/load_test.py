@@ -32,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.common import proc_status_mb
+
 QUESTIONS = [
     "Is there a pleural effusion?",
     "Is there cardiomegaly?",
@@ -61,14 +63,6 @@ class Tally:
                 return False
             self.issued += 1
             return True
-
-
-def rss_mb(pid: int) -> float:
-    """Resident memory of a process in MB (Linux ``/proc``)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def temp_files(folders: Sequence[Path]) -> set[str]:
@@ -224,9 +218,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         work = Path(folder)
         process, url = start_server(args.checkpoint, work)
         try:
-            warm = run_load(url, studies, 1, 7, rss=lambda: rss_mb(process.pid), settle_s=0)  # first session
+            server_rss = lambda: proc_status_mb("VmRSS", process.pid) or float("nan")  # noqa: E731
+            warm = run_load(url, studies, 1, 7, rss=server_rss, settle_s=0)  # first session
             figures = run_load(url, studies, args.users, args.requests, args.timeout,
-                               rss=lambda: rss_mb(process.pid), watched=[work / "gradio", work / "tmp"])
+                               rss=server_rss, watched=[work / "gradio", work / "tmp"])
             figures["rss_at_start_mb"] = warm["rss_before_mb"]
         finally:
             process.terminate()
