@@ -284,6 +284,7 @@ def build_demo(
         )
         _wire(ui, predictor, examples)
         _api_endpoints(gr, api, predictor, guard)
+    guard.tracker.protect(path for example in examples for path in example.files)
     guard.tracker.install(demo)
     demo.mvcm_limits, demo.mvcm_guard = limits, guard
     return demo.queue(**{**QUEUE_KWARGS, "max_size": limits.queue_size})

@@ -30,6 +30,7 @@ import numpy as np
 
 from mvcm_core.data.dicom import Limits
 from mvcm_core.data.study import FileRecord, Study
+from mvcm_core.folders import sha256_file
 
 SESSION_ROOT = Path(tempfile.gettempdir()) / "mvcm-demo"
 STRAY_SECONDS = 10.0  # Gradio leaves its multipart temp files (empty, or a refused upload's part) behind
@@ -244,6 +245,24 @@ class UploadTracker:
         self._counts: Counter[str] = Counter()
         self._owners: dict[str, set[str]] = {}
         self._lock = threading.Lock()
+        self._kept: dict[int, frozenset[str]] = {}  # size -> sha256s of files never to delete
+
+    def protect(self, paths: Iterable[str | Path]) -> None:
+        """Never delete files with these files' bytes: Gradio caches an example at the same
+        ``<cache>/<hash>/<name>`` path as an identical upload, so deleting the upload would break it."""
+        for path in paths:
+            size = Path(path).stat().st_size
+            self._kept[size] = self._kept.get(size, frozenset()) | {sha256_file(Path(path))}
+
+    def _delete(self, path: Path) -> None:
+        """Delete an upload unless it is a protected file (size checked first, hash only on a match)."""
+        try:
+            kept = self._kept.get(path.stat().st_size)
+        except OSError:
+            return
+        if kept and sha256_file(path) in kept:
+            return
+        _delete_upload(path)
 
     def install(self, blocks: Any) -> None:
         """Count every upload Gradio records in ``blocks.upload_file_set``."""
@@ -288,7 +307,7 @@ class UploadTracker:
                 if last:
                     del self._counts[key]
             if last:
-                _delete_upload(Path(key))
+                self._delete(Path(key))
 
     def hold(self, owner: str | None, paths: Sequence[str | Path] | None) -> None:
         """A UI session keeps its uploads (the file list may be sent again) until :meth:`drop`."""
@@ -310,7 +329,7 @@ class UploadTracker:
             for key in stale:
                 del self._counts[key]
         for key in stale:
-            _delete_upload(Path(key))
+            self._delete(Path(key))
         return len(stale) + _sweep_strays(now)
 
 

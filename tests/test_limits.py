@@ -239,3 +239,20 @@ def test_gradio_refuses_an_upload_over_the_file_size_bound(served, crowd_app, tm
         client.close()
     finally:
         demo.close()
+
+
+def test_an_upload_with_an_examples_bytes_is_never_deleted(tmp_path):
+    """Gradio caches a clicked example at the same path as an identical upload: deleting it breaks the example."""
+    from demo.session import UploadTracker
+
+    example = tmp_path / "example.dcm"
+    example.write_bytes(b"example bytes")
+    same, other = tmp_path / "a" / "PA.dcm", tmp_path / "b" / "PA.dcm"
+    for path, data in ((same, b"example bytes"), (other, b"other bytes!!")):
+        path.parent.mkdir()
+        path.write_bytes(data)
+    tracker = UploadTracker()
+    tracker.protect([example])
+    tracker._add([str(same), str(other)])
+    tracker.release([same, other])
+    assert same.is_file() and not other.exists()
