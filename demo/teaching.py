@@ -14,7 +14,6 @@ else; the reference findings come from the report's MeSH coding, which is itself
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any
 from demo.ask import NOT_A_DIAGNOSIS, answer_question, presence_question
 from demo.session import Session
 from mvcm_core.data.vqa_gen import TERM_PHRASES
+from mvcm_core.folders import sha256_file
 
 EXAMPLES_ROOT = Path(__file__).resolve().parents[1] / "assets" / "studies"
 EXAMPLE_FILES = ("PA.dcm", "LL.dcm")
@@ -44,11 +44,7 @@ class ExampleStudy:
 
 def file_digest(path: str | Path) -> str:
     """sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return sha256_file(Path(path))
 
 
 def find_examples(root: str | Path | None = None) -> list[ExampleStudy]:
