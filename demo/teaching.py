@@ -42,11 +42,6 @@ class ExampleStudy:
     digests: frozenset[str]
 
 
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file's bytes."""
-    return sha256_file(Path(path))
-
-
 def find_examples(root: str | Path | None = None) -> list[ExampleStudy]:
     """Example studies under ``root`` (default ``assets/studies``); incomplete folders are skipped."""
     root = Path(root) if root is not None else EXAMPLES_ROOT
@@ -65,7 +60,7 @@ def find_examples(root: str | Path | None = None) -> list[ExampleStudy]:
                 tuple(str(f) for f in files),
                 report,
                 tuple(findings),
-                frozenset(file_digest(f) for f in files),
+                frozenset(sha256_file(f) for f in files),
             )
         )
     return examples
@@ -78,7 +73,7 @@ def example_matcher(examples: Sequence[ExampleStudy]) -> Callable[[Sequence[Path
     def match(paths: Sequence[Path]) -> str | None:
         if not by_digests or len(paths) > max(len(d) for d in by_digests):
             return None
-        return by_digests.get(frozenset(file_digest(p) for p in paths))
+        return by_digests.get(frozenset(sha256_file(p) for p in paths))
 
     return match
 

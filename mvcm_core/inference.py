@@ -196,11 +196,15 @@ class Predictor:
                 maps[names[index]] = patches[slot].view(grid, grid).tolist()  # [N] -> [grid, grid]
         return maps
 
-    def _answer_eager(self, views: list[np.ndarray], labels: list[str], question: str, top_k: int) -> Answer:
-        """The plain eager fp32 path: the study once per row (all views, then without each view)."""
+    def _drop_rows(self, labels: list[str]) -> list[int | None]:
+        """The rows of one question: every view (None), then without each view slot when there are several."""
         slots = order_views(labels, self.cfg.vision.max_views)
         present = [s for s, index in enumerate(slots) if index is not None]
-        drops: list[int | None] = [None] + (present if len(present) > 1 else [])
+        return [None] + (present if len(present) > 1 else [])
+
+    def _answer_eager(self, views: list[np.ndarray], labels: list[str], question: str, top_k: int) -> Answer:
+        """The plain eager fp32 path: the study once per row (all views, then without each view)."""
+        drops = self._drop_rows(labels)
         batch = self._batch(views, labels, drops)
         batch.update(text_batch([question] * len(drops), self.tokenizer, 32))
         attention = self.model.fusion.text_layers[-1].cross_attn
@@ -217,9 +221,7 @@ class Predictor:
     def _analyse_fast(self, views: list[np.ndarray], labels: list[str], question: str, top_k: int,
                       k: int | None) -> tuple[Answer, dict[str, Any] | None]:
         """The optimised path: one encoding of the study serves the answer, its evidence and retrieval."""
-        slots = order_views(labels, self.cfg.vision.max_views)
-        present = [s for s, index in enumerate(slots) if index is not None]
-        drops: list[int | None] = [None] + (present if len(present) > 1 else [])
+        drops = self._drop_rows(labels)
         text = text_batch([question], self.tokenizer, 32)
         with self._lock, torch.inference_mode():
             images, view_ids, view_mask = self.fast.inputs(views, labels)
@@ -267,8 +269,7 @@ class Predictor:
         views, labels = study_views(study, self.cfg.preprocess.image_size)
         if self.fast is None:
             return self._answer_eager(views, labels, question, top_k), self.retrieve(list(zip(views, labels)), k)
-        answer, retrieved = self._analyse_fast(views, labels, question, top_k, k)
-        return answer, retrieved
+        return self._analyse_fast(views, labels, question, top_k, k)
 
     def question_probabilities(self, study: StudyInput, questions: Sequence[str]) -> np.ndarray:
         """Calibrated answer probabilities ``[Q, A]`` of several questions about one study (every view)."""

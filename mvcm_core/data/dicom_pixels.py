@@ -184,15 +184,19 @@ def modality_values(frame: np.ndarray, ds: Dataset) -> np.ndarray:
     return values
 
 
-def _linear_rescale(frame: np.ndarray, ds: Dataset) -> np.ndarray | None:
-    """Rescale slope / intercept in float32, in place on one copy (None: not the simple integer case)."""
-    if "ModalityLUTSequence" in ds or frame.dtype.kind not in "iu":
-        return None
+def _rescale(ds: Dataset) -> tuple[float, float] | None:
+    """``(RescaleSlope, RescaleIntercept)`` with the identity defaults; None when they are not numbers."""
     try:
-        slope = float(ds.get("RescaleSlope", 1) or 1)
-        intercept = float(ds.get("RescaleIntercept", 0) or 0)
+        return float(ds.get("RescaleSlope", 1) or 1), float(ds.get("RescaleIntercept", 0) or 0)
     except (TypeError, ValueError):
         return None
+
+
+def _linear_rescale(frame: np.ndarray, ds: Dataset) -> np.ndarray | None:
+    """Rescale slope / intercept in float32, in place on one copy (None: not the simple integer case)."""
+    if "ModalityLUTSequence" in ds or frame.dtype.kind not in "iu" or (rescale := _rescale(ds)) is None:
+        return None
+    slope, intercept = rescale
     if not (np.isfinite(slope) and np.isfinite(intercept)) or max(abs(slope), abs(intercept)) > 1e30:
         return None
     values = frame.astype(np.float32)
@@ -210,11 +214,7 @@ def stored_range(ds: Dataset, frame: np.ndarray) -> tuple[float, float]:
         low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     else:
         low, high = 0, 2**bits - 1
-    try:
-        slope = float(ds.get("RescaleSlope", 1) or 1)
-        intercept = float(ds.get("RescaleIntercept", 0) or 0)
-    except (TypeError, ValueError):
-        slope, intercept = 1.0, 0.0
+    slope, intercept = _rescale(ds) or (1.0, 0.0)
     ends = sorted((low * slope + intercept, high * slope + intercept))
     return float(ends[0]), float(ends[1])
 
