@@ -34,8 +34,8 @@ def timed(fn: Callable[[], object], repeats: int) -> dict[str, float]:
 
 
 def ours(path: Path, size: int) -> np.ndarray:
-    """MVCM ingest: validate, decode, modality LUT, VOI window, MONOCHROME1, resize."""
-    return resize_longest(read_dicom(path).display, size)
+    """MVCM ingest as the predictor does it: validate, decode, modality LUT, resize, VOI window, MONOCHROME1."""
+    return resize_longest(read_dicom(path, max_side=size).display, size)
 
 
 def baseline(path: Path, size: int) -> np.ndarray:

@@ -88,7 +88,7 @@ def study_views(study: StudyInput, size: int) -> tuple[list[np.ndarray], list[st
     if isinstance(study, (str, Path)) or (isinstance(study, Sequence) and study and
                                           isinstance(study[0], (str, Path))):
         paths = [study] if isinstance(study, (str, Path)) else list(study)
-        studies, records = load_studies(paths)
+        studies, records = load_studies(paths, max_side=size)  # window the model-sized image
         if not studies:
             reasons = "; ".join(f"{r.path.name}: {r.status}" for r in records if not r.ok)
             raise ValueError(f"no usable image in {len(records)} file(s)" + (f" ({reasons})" if reasons else ""))

@@ -21,6 +21,7 @@ def built(tmp_path_factory):
         "name": "tiny-served", "seed": 0, "work": str(root / "work"), "dest": str(root / "assets/checkpoints/tiny"),
         "assets_manifest": str(root / "assets/MANIFEST.json"),
         "data": {"size": 32, "source": "random", "limit": 48, "renders": 1, "workers": 1, "anatomies": 1},
+        "image_warmup": {"config": "image_warmup", "overrides": {**steps, "model": "mvcm-tiny"}},
         "pretrain": {"config": "pretrain_tiny", "overrides": {**steps, "losses": {"ot_align": {"weight": 0}}}},
         "retrieval": {"config": "finetune_retrieval", "overrides": steps},
         "vqa": {"config": "finetune_vqa", "overrides": {"train": {"epochs": 1, "batch_size": 16, "bf16": False}}},
@@ -41,7 +42,10 @@ def test_the_served_folder_is_complete_and_verified(built):
                  "MODEL_CARD.md", "eval/vqa_test.md"):
         assert name in manifest["files"], name
     # packaging itself is still running when the manifest is written: it is in the log's summary only
-    assert set(manifest["metrics"]["build_seconds"]) == {"data", "pretrain", "retrieval", "vqa", "evaluate"}
+    assert set(manifest["metrics"]["build_seconds"]) == {"data", "image warm-up", "pretrain", "retrieval", "vqa",
+                                                         "evaluate"}
+    pretrain_config = yaml.safe_load((root / "work/pretrain/config.resolved.yaml").read_text())
+    assert pretrain_config["init"] == str(root / "work/image_warmup/checkpoint")  # pretraining starts from it
     assert manifest["command"].startswith("python -m training.build_served")
     assert "vqa_test_question_majority" in manifest["metrics"]
     assert "not a medical device" in (dest / "MODEL_CARD.md").read_text().lower() or \

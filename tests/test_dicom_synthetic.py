@@ -199,3 +199,19 @@ def test_metadata_never_carries_patient_identity(tmp_path):
     text = repr(read_dicom(tmp_path / "phi.dcm").meta.to_dict())
     for marker in ("MARKER", "DOE", "19700101", str(ds.StudyInstanceUID), str(ds.SOPInstanceUID)):
         assert marker not in text
+
+
+def test_a_max_side_read_equals_window_then_resize_when_the_window_does_not_clip(tmp_path):
+    from mvcm_core.data.imageops import resize_longest
+
+    stored = chest_like(rows=300, cols=260, bits=12)
+    write_radiograph(tmp_path / "full.dcm", stored, study_key="s", photometric="MONOCHROME1", window=(2048, 4096))
+    write_radiograph(tmp_path / "tight.dcm", stored, study_key="s", window=(800, 600))
+    full, small = read_dicom(tmp_path / "full.dcm"), read_dicom(tmp_path / "full.dcm", max_side=64)
+    assert small.display.shape == small.values.shape == (64, 55) and small.inverted
+    np.testing.assert_allclose(small.display, resize_longest(full.display, 64), atol=1e-5)
+    # a clipping window: only the clip edge is smoothed, the image is the same picture
+    tight, tight_small = read_dicom(tmp_path / "tight.dcm"), read_dicom(tmp_path / "tight.dcm", max_side=64)
+    difference = np.abs(tight_small.display - resize_longest(tight.display, 64))
+    assert np.median(difference) < 1e-5 and difference.max() < 0.5
+    assert read_dicom(tmp_path / "full.dcm", max_side=1000).display.shape == (300, 260)  # never enlarged

@@ -79,13 +79,31 @@ def test_objective_rows_re_pretrain_with_each_loss_off_then_fine_tune(setup, tmp
         "losses": {"itc": {"weight": 1.0}, "mlm": {"weight": 0.5}, "mim": {"weight": 0.0}}}))
     ablate_main(["--init", str(checkpoint.parents[1] / "base"), "--data", str(data), "--seeds", "0",
                  "--epochs", "1", "--steps-per-epoch", "2", "--pretrain-config", str(pretrain_config),
-                 "--pretrain-steps", "2", "--only", "all", "itc", "--out", str(tmp_path / "out")])
+                 "--pretrain-steps", "2", "--pretrain-set", "train.lr=0.002", "--only", "all", "itc",
+                 "--out", str(tmp_path / "out")])
     table = (tmp_path / "out" / "ablation.md").read_text()
     rows = [line.split("|")[1].strip() for line in table.splitlines()
             if line.startswith("| ") and not line.startswith(("| variant", "| ---"))]
     assert rows == ["pretrain: all objectives", "pretrain: no itc"]  # mlm's row filtered, mim is off already
     no_itc = yaml.safe_load((tmp_path / "out" / "pretrain-no-itc" / "config.resolved.yaml").read_text())
     assert no_itc["losses"]["itc"]["weight"] == 0.0 and no_itc["losses"]["mlm"]["weight"] == 0.5
+    assert no_itc["train"]["lr"] == 0.002  # --pretrain-set reached the re-pretraining
     assert "1 epoch(s) × 2 steps" in table
     vqa_log = [json.loads(line) for line in (tmp_path / "out" / "objectives-seed0" / "log.jsonl").read_text().splitlines()]
     assert max(record["step"] for record in vqa_log) == 2  # the fine-tuning budget cap held
+
+
+def test_a_variant_the_model_cannot_take_is_a_row_with_its_reason(monkeypatch, tmp_path):
+    from training import ablate_finetune
+
+    def refuse(*args, **kwargs):
+        raise ValueError("vision adapters need a ViT\nmore")
+
+    monkeypatch.setattr(ablate_finetune, "run_variant", refuse)
+    row = ablate_finetune.attempt("ViT", {}, {}, [0], tmp_path)
+    assert row == "vision adapters need a ViT"
+    scores = [{"overall": 0.5, "closed": 0.6, "open": 0.4, "view-dependent": 0.5, "lateral-view": 0.5,
+               "frontal-view": 0.5}]
+    lines = ablate_finetune.table([("multi-view (both)", scores), ("ViT adapters (frozen trunk)", row)]).splitlines()
+    assert lines[2].startswith("| multi-view (both) | 1 | 50.0 ± 0.0 | 60.0 ± 0.0")
+    assert lines[3] == "| ViT adapters (frozen trunk) | 0 | n/a: vision adapters need a ViT |" + " – |" * 5

@@ -162,3 +162,26 @@ def test_write_qa_json_round_trips(tmp_path: Path):
     records = generate_vqa(corpus())
     path = write_qa_json(records, tmp_path / "out" / "qa.json")
     assert json.loads(path.read_text()) == records
+
+
+def test_findings_finer_than_two_pixels_get_no_question_at_that_size():
+    from mvcm_core.data.phantom.visibility import min_image_size, resolved_at
+
+    assert min_image_size("calcified granuloma") == 215 and min_image_size("pleural effusion") == 0
+    assert not resolved_at("calcified granuloma", 128) and resolved_at("calcified granuloma", 256)
+    studies = corpus() + [
+        Study("G1", "train", [Finding("calcified granuloma", side="right")]),
+        Study("G2", "train", [Finding("calcified granuloma", side="left"), Finding("cardiomegaly")]),
+        Study("G3", "train", [Finding("degenerative spine")]),
+    ]
+    at_128 = generate_vqa(studies, image_size=128)
+    full = generate_vqa(studies)
+    assert any(r.get("term") == "calcified granuloma" for r in full)
+    assert not any(r.get("term") in ("calcified granuloma", "degenerative spine") for r in at_128)
+    by_study = {s: [r for r in at_128 if r["study_id"] == s] for s in ("G1", "G2", "G3")}
+    for hidden_only in ("G1", "G3"):  # nothing visible: not even "is this study normal?", only "no" elsewhere
+        assert all(r["content_type"] in ("presence", "view") and r["answer"] == "no" for r in by_study[hidden_only])
+    normality = [r for r in by_study["G2"] if r["content_type"] == "normality"]
+    abnormality = [r for r in by_study["G2"] if r["content_type"] == "abnormality"]
+    assert normality[0]["answer"] == "no" and abnormality[0]["answer"] == "cardiomegaly"
+    assert generate_vqa(corpus(), image_size=128) == generate_vqa(corpus())  # only those findings change

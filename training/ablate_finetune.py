@@ -25,14 +25,17 @@ from training.evaluate import main as evaluate_main
 from training.finetune_vqa import finetune
 from training.params import apply_overrides, load_yaml
 
-METRICS = ("overall", "closed", "open", "lateral-view", "frontal-view")
+METRICS = ("overall", "closed", "open", "view-dependent", "lateral-view", "frontal-view")
 
 
 def summarise(result: dict[str, Any]) -> dict[str, float]:
     """The table's numbers from an evaluate.py VQA result."""
     vqa = result["vqa"]
     by_view = vqa.get("by_required_view", {})
-    return {"overall": vqa["overall"]["accuracy"], "closed": vqa["conventions"]["yes_no"]["closed"]["accuracy"],
+    dependent = [by_view[v] for v in ("frontal", "lateral") if v in by_view]
+    answered = sum(v["n"] for v in dependent)
+    return {"view-dependent": sum(v["accuracy"] * v["n"] for v in dependent) / answered if answered else float("nan"),
+            "overall": vqa["overall"]["accuracy"], "closed": vqa["conventions"]["yes_no"]["closed"]["accuracy"],
             "open": vqa["conventions"]["yes_no"]["open"]["accuracy"],
             "lateral-view": by_view.get("lateral", {}).get("accuracy", float("nan")),
             "frontal-view": by_view.get("frontal", {}).get("accuracy", float("nan"))}
@@ -68,10 +71,13 @@ def cell(values: list[float]) -> str:
     return f"{100 * mean:.1f} ± {100 * spread:.1f}"
 
 
-def table(rows: list[tuple[str, list[dict[str, float]]]]) -> str:
+def table(rows: list[tuple[str, list[dict[str, float]] | str]]) -> str:
     """One Markdown table, a row per variant."""
     lines = ["| variant | seeds | " + " | ".join(METRICS) + " |", "|" + " --- |" * (len(METRICS) + 2)]
     for name, scores in rows:
+        if isinstance(scores, str):  # a row this model cannot run, with the reason
+            lines.append(f"| {name} | 0 | n/a: {scores} |" + " – |" * (len(METRICS) - 1))
+            continue
         lines.append(f"| {name} | {len(scores)} | " + " | ".join(cell([s[m] for s in scores]) for m in METRICS) + " |")
     return "\n".join(lines)
 
@@ -86,11 +92,21 @@ FINETUNE_VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-def pretrain_variant(config_name: str, loss: str | None, data: str, steps: int, seed: int, root: Path) -> Path:
+def attempt(name: str, base: dict[str, Any], changes: dict[str, Any], seeds: Sequence[int], root: Path
+            ) -> list[dict[str, float]] | str:
+    """:func:`run_variant`, or the one-line reason when the model cannot take the variant."""
+    try:
+        return run_variant(name, base, changes, seeds, root)
+    except ValueError as exc:  # e.g. ViT adapters asked of a CNN image tower
+        return str(exc).splitlines()[0]
+
+
+def pretrain_variant(config_name: str, loss: str | None, data: str, steps: int, seed: int, root: Path,
+                     overrides: Sequence[str] = ()) -> Path:
     """Pretrain once with ``loss`` switched off (None: all on); returns the checkpoint folder."""
     from training.pretrain import train
 
-    config = load_yaml(config_name)
+    config = apply_overrides(load_yaml(config_name), list(overrides))
     if loss is not None:
         config["losses"][loss]["weight"] = 0.0
     config["data"] = {**config.get("data", {}), "root": data}
@@ -99,15 +115,18 @@ def pretrain_variant(config_name: str, loss: str | None, data: str, steps: int, 
     return train(config) / "checkpoint"
 
 
-def objective_rows(args: argparse.Namespace, base: dict[str, Any], root: Path) -> list[tuple[str, list[dict[str, float]]]]:
+def objective_rows(args: argparse.Namespace, base: dict[str, Any], root: Path
+                   ) -> list[tuple[str, list[dict[str, float]] | str]]:
     """One row per pretraining objective switched off (plus all on): re-pretrain, then fine-tune as ``base``."""
-    losses = [name for name, params in load_yaml(args.pretrain_config)["losses"].items()
+    pretrain_config = apply_overrides(load_yaml(args.pretrain_config), args.pretrain_overrides)
+    losses = [name for name, params in pretrain_config["losses"].items()
               if float((params or {}).get("weight", 0)) > 0]
     rows = []
     for loss in [None, *losses]:
         if args.only and (loss or "all") not in args.only:
             continue
-        init = pretrain_variant(args.pretrain_config, loss, args.data, args.pretrain_steps, args.seeds[0], root)
+        init = pretrain_variant(args.pretrain_config, loss, args.data, args.pretrain_steps, args.seeds[0], root,
+                                args.pretrain_overrides)
         name = "pretrain: all objectives" if loss is None else f"pretrain: no {loss}"
         rows.append((name, run_variant(name.split(" ")[-1], {**base, "init": str(init)}, {}, args.seeds, root)))
     return rows
@@ -127,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", nargs="+", help="rows to run: fine-tuning rows by full name, objective rows by loss name or 'all' (default: every row)")
     parser.add_argument("--pretrain-config", help="also re-pretrain with each objective of this config off")
     parser.add_argument("--pretrain-steps", type=int, default=300, help="pretraining steps per objective row")
+    parser.add_argument("--pretrain-set", dest="pretrain_overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override the pretraining config of the objective rows (e.g. model=mvcm-tiny-cnn)")
     parser.add_argument("--out", default="runs/ablation_finetune")
     args = parser.parse_args(argv)
     base = apply_overrides(load_yaml(args.config), args.overrides)
@@ -136,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.steps_per_epoch:
         base["train"]["steps_per_epoch"] = args.steps_per_epoch
     root = Path(args.out)
-    rows = [(name, run_variant(name.split(" ")[0], base, changes, args.seeds, root))
+    rows = [(name, attempt(name.split(" ")[0], base, changes, args.seeds, root))
             for name, changes in FINETUNE_VARIANTS.items() if not args.only or name in args.only]
     if args.pretrain_config:
         rows += objective_rows(args, base, root)

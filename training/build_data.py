@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from mvcm_core.data.findings import Finding
+from mvcm_core.data.findings import CANONICAL_TERMS, Finding
+from mvcm_core.data.phantom.visibility import min_image_size, resolved_at
 from mvcm_core.data.retrieval_pairs import label_vector, normalise_report_text
 from mvcm_core.data.study_store import write_rows
 from mvcm_core.data.transforms import view_to_input
@@ -155,7 +156,7 @@ def build_dataset(out: str | Path, *, size: int = 128, source: str = "openi", li
     retrieval = {split: [{"study_id": r["study_id"], "report_uid": r["report_uid"], "group_id": r["group_id"],
                           "labels": r["labels"]} for r in rows if r["split"] == split] for split in ("train", "val", "test")}
     (out / "retrieval.json").write_text(json.dumps(retrieval))
-    qa = generate_vqa(sources, seed=seed)
+    qa = generate_vqa(sources, seed=seed, image_size=size)
     write_qa_json(qa, out / "qa.json")
     vocab = build_answer_vocab([r for r in qa if r["split"] == "train"])
     (out / "answer_vocab.json").write_text(json.dumps(vocab, indent=1))
@@ -168,6 +169,7 @@ def build_dataset(out: str | Path, *, size: int = 128, source: str = "openi", li
             "distinct_report_texts": {split: len({r["group_id"] for r in rows if r["split"] == split})
                                       for split in ("train", "val", "test")},
             "answer_vocab_size": len(vocab), "out_of_vocab": out_of_vocab(qa, vocab),
+            "unresolved_at_size": {t: min_image_size(t) for t in CANONICAL_TERMS if not resolved_at(t, size)},
             "preprocessing": "12-bit stored / 4095 (DICOM window 2048/4096) -> view_to_input",
             "seconds": round(time.perf_counter() - started, 1)}
     (out / "data_card.json").write_text(json.dumps(card, indent=2))

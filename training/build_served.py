@@ -82,9 +82,17 @@ def run_stages(config: dict[str, Any], timer: StageTimer, command: str) -> dict[
     data_spec = {"root": str(data_root), "split": "train"}
     seeded = {"train": {"seed": seed}}
     pretrain, retrieval, vqa = work / "pretrain", work / "retrieval", work / "vqa"
+    start: dict[str, str] = {}
+    if config.get("image_warmup"):  # the image tower alone on the report findings first
+        warmup = work / "image_warmup"
+        with timer.stage("image warm-up"):
+            if not reusable(warmup, config):
+                train(stage_config(config["image_warmup"], data=data_spec, out=str(warmup), **seeded, command=command))
+        start = {"init": str(warmup / "checkpoint")}
     with timer.stage("pretrain"):
         if not reusable(pretrain, config):
-            train(stage_config(config["pretrain"], data=data_spec, out=str(pretrain), **seeded, command=command))
+            train(stage_config(config["pretrain"], data=data_spec, out=str(pretrain), **seeded, **start,
+                               command=command))
     with timer.stage("retrieval"):
         if not reusable(retrieval, config):
             train(stage_config(config["retrieval"], data=data_spec, out=str(retrieval), model=str(pretrain / "checkpoint"),

@@ -58,8 +58,9 @@ def model_card(config: dict[str, Any], summary: dict[str, Any], eval_dir: Path, 
         "## Limitations",
         "- Trained on simulated images only: on real radiographs the answers are meaningless; the app flags "
         "studies unlike the training distribution (Mahalanobis OOD score on the study features).",
-        "- 128-pixel inputs: small findings (granulomas, fractures, degenerative spine) are at or below "
-        "the resolution; presence questions about them are near chance.",
+        "- 128-pixel inputs: findings whose sign is finer than two pixels (granulomas, fractures, "
+        "degenerative spine, scarring, osteopenia; `unresolved_at_size` in the data card) get no question; "
+        "they stay in the reports, so retrieval still sees them.",
         "- Answers are classifications over the training answer vocabulary; probabilities are "
         "temperature-calibrated on validation.", "",
         "## Rebuild", f"`{command}` (deterministic for a seed; 2 CPU cores). Time per stage:", "", timing, ""])

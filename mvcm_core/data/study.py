@@ -170,14 +170,18 @@ def collect_files(paths: Iterable[str | Path]) -> list[Path]:
     return list(ordered)
 
 
-def read_file(path: Path, limits: Limits | None = None, kind: str | None = None) -> FileRecord:
-    """Read one file into a :class:`FileRecord` (never raises for bad input); ``kind`` if already sniffed."""
+def read_file(path: Path, limits: Limits | None = None, kind: str | None = None,
+              max_side: int | None = None) -> FileRecord:
+    """Read one file into a :class:`FileRecord` (never raises for bad input); ``kind`` if already sniffed.
+
+    ``max_side`` lets a DICOM be resized before windowing (:func:`~mvcm_core.data.dicom.read_dicom`).
+    """
     if not path.exists():
         return FileRecord(path, "unknown", "file not found")
     kind = kind or sniff_kind(path)
     try:
         if kind == "dicom":
-            return FileRecord(path, kind, image=read_dicom(path, limits=limits))
+            return FileRecord(path, kind, image=read_dicom(path, limits=limits, max_side=max_side))
         if kind in ("png", "jpeg"):
             return FileRecord(path, kind, image=read_raster(path, limits))
         return FileRecord(path, kind, describe_non_dicom(path, kind))
@@ -191,7 +195,8 @@ def read_file(path: Path, limits: Limits | None = None, kind: str | None = None)
         return FileRecord(path, kind, f"unexpected error while reading ({type(exc).__name__})")
 
 
-def scan_paths(paths: Sequence[str | Path], limits: Limits | None = None) -> list[FileRecord]:
+def scan_paths(paths: Sequence[str | Path], limits: Limits | None = None, max_side: int | None = None
+               ) -> list[FileRecord]:
     """Read every file under ``paths``; duplicates of an instance already read are rejected.
 
     A PNG / JPEG in a folder that also holds DICOM files is a preview of them, not another view.
@@ -206,7 +211,7 @@ def scan_paths(paths: Sequence[str | Path], limits: Limits | None = None) -> lis
         if path.parent in dicom_folders and kind in ("png", "jpeg"):
             records.append(FileRecord(path, kind, PREVIEW_REASON))
             continue
-        record = read_file(path, limits, kind)
+        record = read_file(path, limits, kind, max_side)
         meta = record.meta
         if meta is not None and meta.instance_key != "instance-none":
             if meta.instance_key in seen:
@@ -238,7 +243,8 @@ def group_studies(records: Sequence[FileRecord]) -> list[Study]:
     return list(studies.values())
 
 
-def load_studies(paths: Sequence[str | Path], limits: Limits | None = None) -> tuple[list[Study], list[FileRecord]]:
-    """Scan ``paths`` and group them; returns (studies, every file's record)."""
-    records = scan_paths(paths, limits)
+def load_studies(paths: Sequence[str | Path], limits: Limits | None = None, max_side: int | None = None
+                 ) -> tuple[list[Study], list[FileRecord]]:
+    """Scan ``paths`` and group them; returns (studies, every file's record); ``max_side``: see :func:`read_file`."""
+    records = scan_paths(paths, limits, max_side)
     return group_studies(records), records

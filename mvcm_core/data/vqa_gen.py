@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mvcm_core.data.findings import Finding
+from mvcm_core.data.phantom.visibility import resolved_at
 
 QUESTION_TYPES = ("presence", "laterality", "location", "severity", "normality", "abnormality", "view")
 CLOSED_ANSWERS = ("yes", "no")
@@ -258,11 +259,12 @@ def _finding_questions(study: StudyLike, term: str, findings: list[Finding], rng
         )
 
 
-def _study_questions(study: StudyLike, rng: random.Random):
-    """Every non-presence question about one study."""
+def _study_questions(study: StudyLike, rng: random.Random, image_size: int | None):
+    """Every non-presence question about one study, on the findings resolved at ``image_size``."""
     grouped = _by_term(study)
-    abnormal = [t for t in SALIENCE if t in grouped]
-    if abnormal or (study.fully_mapped and "normal" in grouped):
+    hidden = any(not resolved_at(term, image_size) for term in grouped)
+    abnormal = [t for t in SALIENCE if t in grouped and resolved_at(t, image_size)]
+    if abnormal or (study.fully_mapped and "normal" in grouped and not hidden):
         yield _record(
             study, rng.choice(TEMPLATES["normality"]), "no" if abnormal else "yes", "normality", "any"
         )
@@ -290,8 +292,10 @@ def _balanced_closed(studies: Sequence[StudyLike], has: dict[str, bool], rng: ra
         yield study, "no"
 
 
-def _presence_questions(studies: Sequence[StudyLike], seed: int, split: str):
+def _presence_questions(studies: Sequence[StudyLike], seed: int, split: str, image_size: int | None):
     for term in SALIENCE:
+        if not resolved_at(term, image_size):
+            continue
         rng = random.Random(f"{seed}:{split}:presence:{term}")
         has = {s.study_id: any(f.term == term for f in s.findings) for s in studies}
         for study, answer in _balanced_closed(studies, has, rng):
@@ -320,13 +324,19 @@ def _view_questions(studies: Sequence[StudyLike], seed: int, split: str):
                           "pleural effusion" if key == "recess" else None)
 
 
-def generate_vqa(studies: Iterable[StudyLike], seed: int = 0) -> list[dict[str, Any]]:
+def generate_vqa(studies: Iterable[StudyLike], seed: int = 0, image_size: int | None = None
+                 ) -> list[dict[str, Any]]:
     """Generate SLAKE-style VQA records for every study.
+
+    A question is only asked where the images can answer it: with ``image_size`` set, findings
+    whose sign is finer than two pixels at that size (:func:`~mvcm_core.data.phantom.visibility.resolved_at`)
+    get no question, and a study whose only findings are such cannot be called normal or not.
 
     Args:
         studies: studies with ``study_id``, ``split``, ``findings`` and ``fully_mapped``; "no"
             answers are only drawn from fully mapped studies, so an unmapped term cannot hide a "yes".
         seed: seed of every random choice (template, sampled negatives, asked side).
+        image_size: side of the images the questions are about; None asks about every finding.
 
     Returns:
         Records with ``qid`` numbered from 0 in (split, study, question) order.
@@ -338,8 +348,8 @@ def generate_vqa(studies: Iterable[StudyLike], seed: int = 0) -> list[dict[str, 
     for split in sorted(by_split):
         split_studies = by_split[split]
         for study in split_studies:
-            records.extend(_study_questions(study, random.Random(f"{seed}:{study.study_id}")))
-        records.extend(_presence_questions(split_studies, seed, split))
+            records.extend(_study_questions(study, random.Random(f"{seed}:{study.study_id}"), image_size))
+        records.extend(_presence_questions(split_studies, seed, split, image_size))
         records.extend(_view_questions(split_studies, seed, split))
     records.sort(key=lambda r: (r["split"], r["study_id"], QUESTION_TYPES.index(r["content_type"])))
     for qid, record in enumerate(records):

@@ -77,14 +77,22 @@ class ImageEncoder(nn.Module):
                     raise ValueError(f"vision.conv_stem needs log2(patch size) = "
                                      f"{self.patch_size.bit_length() - 1} layers, got {len(cfg.conv_stem)}")
                 self.trunk.patch_embed.proj = ConvStem(cfg.in_chans, list(cfg.conv_stem), self.trunk.embed_dim)
-        else:
-            self.num_patches, self.patch_size = 0, 0
+        else:  # a CNN's final feature-map cells play the patches (total stride from timm's feature_info)
+            self.patch_size = int(self.trunk.feature_info[-1]["reduction"])
+            if cfg.image_size % self.patch_size:
+                raise ValueError(f"vision.image_size {cfg.image_size} is not a multiple of the encoder's "
+                                 f"stride {self.patch_size}")
+            self.num_patches = (cfg.image_size // self.patch_size) ** 2
+            # CNN cells carry no position of their own (left / right needs it): a learned one per cell
+            self.cell_positions = nn.Parameter(torch.zeros(1, self.num_patches, self.width))
+            nn.init.trunc_normal_(self.cell_positions, std=0.02)
         self._set_trainable(cfg)
 
     def _set_trainable(self, cfg: VisionCfg) -> None:
+        self.frozen = cfg.trainable == "frozen"
         if cfg.trainable == "full":
             return
-        for parameter in self.trunk.parameters():
+        for parameter in self.parameters():
             parameter.requires_grad = False
         if cfg.trainable == "adapters":
             if not self.is_vit:
@@ -97,12 +105,21 @@ class ImageEncoder(nn.Module):
         elif cfg.trainable != "frozen":
             raise ValueError(f"vision.trainable must be full, frozen or adapters, got {cfg.trainable!r}")
 
+    def train(self, mode: bool = True) -> ImageEncoder:
+        """A frozen trunk stays in eval mode, so its batch-norm statistics never move."""
+        super().train(mode)
+        if self.frozen:
+            self.trunk.eval()
+        return self
+
     def forward(self, images: torch.Tensor, keep_ids: torch.Tensor | None = None) -> torch.Tensor:
         if not self.is_vit:
             if keep_ids is not None:
                 raise ValueError("patch masking needs a ViT image encoder")
             features = self.trunk.forward_features(images)  # [M, D, h, w]
             cells = features.flatten(2).transpose(1, 2)  # [M, D, h, w] -> [M, h*w, D]
+            if cells.shape[1] == self.num_patches:  # other input sizes (tests) keep the raw cells
+                cells = cells + self.cell_positions.to(cells.dtype)
             return torch.cat([cells.mean(dim=1, keepdim=True), cells], dim=1)
         if keep_ids is None:
             return self.trunk.forward_features(images)  # [M, prefix + N, D]

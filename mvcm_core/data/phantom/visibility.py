@@ -7,6 +7,8 @@ opacities, hiatal hernia, degenerative spine and anterior-posterior localisation
 
 from __future__ import annotations
 
+import math
+
 from mvcm_core.data.findings import CANONICAL_TERMS, Finding
 
 BOTH = ("PA", "LL")
@@ -41,6 +43,30 @@ VISIBILITY: dict[str, tuple[tuple[str, ...], str]] = {
 LATERALISED = {"pleural effusion", "pneumothorax", "opacity", "atelectasis", "nodule", "mass",
                "calcified granuloma", "fracture", "diaphragm elevation", "scarring", "pleural thickening",
                "scoliosis"}
+
+
+# The size of the detail that shows a finding (mm), for findings whose sign is finer than the body of
+# the finding itself (reference §3 "min visible"): a detail is resolved when it spans >= 2 pixels of
+# the 43 cm field (Nyquist), e.g. >= 6.7 mm at 128 px. Findings not listed are >= 1 cm (or diffuse).
+FIELD_MM = 430.0
+DETAIL_MM: dict[str, float] = {
+    "calcified granuloma": 4.0,   # 3-5 mm dense dots
+    "degenerative spine": 3.0,    # anterior end-plate osteophytes
+    "fracture": 2.0,              # 1-3 mm cortical gap or step-off
+    "scarring": 2.0,              # thin linear upper-zone bands
+    "osteopenia": 1.0,            # cortical thinning (~1 mm cortex)
+}
+
+
+def min_image_size(term: str) -> int:
+    """Smallest square image side (pixels over the 43 cm field) at which ``term``'s sign is resolved."""
+    detail = DETAIL_MM.get(term)
+    return 0 if detail is None else math.ceil(2 * FIELD_MM / detail)
+
+
+def resolved_at(term: str, image_size: int | None) -> bool:
+    """Whether ``term`` can be seen at all in an image of side ``image_size`` (None: full resolution)."""
+    return image_size is None or image_size >= min_image_size(term)
 
 
 def visible_views(finding: Finding) -> list[str]:
