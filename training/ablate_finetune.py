@@ -101,12 +101,12 @@ def attempt(name: str, base: dict[str, Any], changes: dict[str, Any], seeds: Seq
         return str(exc).splitlines()[0]
 
 
-def pretrain_variant(config_name: str, loss: str | None, data: str, steps: int, seed: int, root: Path,
-                     overrides: Sequence[str] = ()) -> Path:
-    """Pretrain once with ``loss`` switched off (None: all on); returns the checkpoint folder."""
+def pretrain_variant(resolved: dict[str, Any], loss: str | None, data: str, steps: int, seed: int, root: Path
+                     ) -> Path:
+    """Pretrain once from the ``resolved`` config with ``loss`` switched off (None: all on); returns the checkpoint."""
     from training.pretrain import train
 
-    config = apply_overrides(load_yaml(config_name), list(overrides))
+    config = copy.deepcopy(resolved)
     if loss is not None:
         config["losses"][loss]["weight"] = 0.0
     config["data"] = {**config.get("data", {}), "root": data}
@@ -125,8 +125,7 @@ def objective_rows(args: argparse.Namespace, base: dict[str, Any], root: Path
     for loss in [None, *losses]:
         if args.only and (loss or "all") not in args.only:
             continue
-        init = pretrain_variant(args.pretrain_config, loss, args.data, args.pretrain_steps, args.seeds[0], root,
-                                args.pretrain_overrides)
+        init = pretrain_variant(pretrain_config, loss, args.data, args.pretrain_steps, args.seeds[0], root)
         name = "pretrain: all objectives" if loss is None else f"pretrain: no {loss}"
         rows.append((name, run_variant(name.split(" ")[-1], {**base, "init": str(init)}, {}, args.seeds, root)))
     return rows

@@ -118,8 +118,7 @@ class ImageEncoder(nn.Module):
                 raise ValueError("patch masking needs a ViT image encoder")
             features = self.trunk.forward_features(images)  # [M, D, h, w]
             cells = features.flatten(2).transpose(1, 2)  # [M, D, h, w] -> [M, h*w, D]
-            if cells.shape[1] == self.num_patches:  # other input sizes (tests) keep the raw cells
-                cells = cells + self.cell_positions.to(cells.dtype)
+            cells = cells + self.cell_positions.to(cells.dtype)  # each cell its position
             return torch.cat([cells.mean(dim=1, keepdim=True), cells], dim=1)
         if keep_ids is None:
             return self.trunk.forward_features(images)  # [M, prefix + N, D]
