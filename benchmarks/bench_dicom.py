@@ -28,9 +28,18 @@ def corpus_dir() -> Path:
     return Path(data_store.__file__).parent / "data"
 
 
-def timed(fn: Callable[[], object], repeats: int) -> dict[str, float]:
-    """Median and p95 ms of ``fn`` after one warm-up call."""
-    return summary(timings_ms(fn, repeats, warmup=1))
+def timed_pair(first: Callable[[], object], second: Callable[[], object], repeats: int
+               ) -> tuple[dict[str, float], dict[str, float]]:
+    """Median and p95 ms of two functions after one warm-up call each, their calls interleaved.
+
+    Interleaving puts both under the same conditions (page cache, allocator state, a neighbour's load);
+    run back to back, the second function's figures moved by up to 50% between runs of the benchmark.
+    """
+    times: tuple[list[float], list[float]] = ([], [])
+    for _ in range(repeats):
+        for fn, bucket in ((first, times[0]), (second, times[1])):
+            bucket.extend(timings_ms(fn, 1, warmup=0 if bucket else 1))
+    return summary(times[0]), summary(times[1])
 
 
 def ours(path: Path, size: int) -> np.ndarray:
@@ -55,8 +64,7 @@ def run(sizes: Sequence[int], repeats: int) -> dict:
     for name in RG1_FILES:
         path = corpus_dir() / f"{name}.dcm"
         for size in sizes:
-            mine = timed(lambda: ours(path, size), repeats)  # noqa: B023
-            base = timed(lambda: baseline(path, size), repeats)  # noqa: B023
+            mine, base = timed_pair(lambda: ours(path, size), lambda: baseline(path, size), repeats)  # noqa: B023
             rows.append({"file": name, "size": size, "mvcm_median_ms": mine["median_ms"],
                          "mvcm_p95_ms": mine["p95_ms"], "pydicom_pil_median_ms": base["median_ms"],
                          "pydicom_pil_p95_ms": base["p95_ms"],

@@ -71,13 +71,21 @@ def result_rows(reports: Sequence[dict[str, Any]], section: str = "impression") 
     ]
 
 
+def _cosine(report: dict[str, Any]) -> str:
+    """", cosine 0.412" when the ranking score is not the plain cosine (hub and findings terms added)."""
+    cosine = (report.get("extra") or {}).get("cosine")
+    if cosine is None or abs(float(cosine) - float(report["score"])) < 5e-5:
+        return ""
+    return f", cosine {float(cosine):.3f}"
+
+
 def report_markdown(report: dict[str, Any] | None) -> str:
     """One retrieved report in full: impression first, then findings, then attribution."""
     if not report:
         return ""
     parts = split_sections(report["text"])
     lines = [
-        f"### Report {report['rank']} (similarity {float(report['score']):.3f})",
+        f"### Report {report['rank']} (score {float(report['score']):.3f}{_cosine(report)})",
         f"**Structured findings:** {finding_terms(report['findings'])}",
     ]
     if parts.get("impression"):

@@ -5,8 +5,9 @@ Backends over one in-memory float32 matrix (the source of truth): ``exact`` (a N
 IVF with 8-bit scalar-quantised residuals; ``rerank`` × k candidates are re-scored exactly, so scores
 are true cosines; ``nprobe`` is tuned to a target recall@10). ``auto`` is exact below
 ``auto_threshold`` entries, faiss above when installed. Saved folders hold ``embeddings.npy``
-(float16), ``records.jsonl``, ``index.json`` and a sha256 ``manifest.json``; writes are atomic and
-loading refuses altered files. numpy only; save/load import :mod:`mvcm_core.checkpoint` for hashing.
+(float16), ``records.jsonl``, ``index.json``, an optional ``scoring.json`` (study → report ranking data of
+:mod:`mvcm_core.report_scoring`, valid for exactly these entries) and a sha256 ``manifest.json``; writes
+are atomic and loading refuses altered files. numpy only; save/load import :mod:`mvcm_core.checkpoint` for hashing.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import numpy as np
 from mvcm_core.folders import MANIFEST_NAME, sha256_file, staged_folder
 
 BACKENDS = ("auto", "exact", "faiss")
-EMBEDDINGS_NAME, RECORDS_NAME, INFO_NAME = "embeddings.npy", "records.jsonl", "index.json"
+EMBEDDINGS_NAME, RECORDS_NAME, INFO_NAME, SCORING_NAME = "embeddings.npy", "records.jsonl", "index.json", "scoring.json"
 FORMAT_VERSION = 1
 _QUERY_CHUNK_CELLS = 1 << 24  # query rows per block × N stays under this many scores (64 MB float32)
 _MIN_CAPACITY = 1024
@@ -190,6 +191,7 @@ class ReportIndex:
         self._uids: set[str] = set()
         self._faiss: _FaissIVF | None = None
         self._tuning_queries: np.ndarray | None = None
+        self.scoring: dict[str, Any] | None = None  # per-entry ranking data; add() drops it (it no longer fits)
 
     def __len__(self) -> int:
         return self._count
@@ -230,6 +232,7 @@ class ReportIndex:
         self._matrix[self._count : self._count + len(rows)] = rows
         self._count += len(rows)
         self._records.extend(checked)
+        self.scoring = None
         self._uids.update(uids)
         if self._faiss is not None:
             if self._count >= 2 * self._faiss.built_at:
@@ -331,7 +334,11 @@ class ReportIndex:
             with open(staging / RECORDS_NAME, "w", encoding="utf-8") as handle:
                 handle.writelines(json.dumps(record, ensure_ascii=False) + "\n" for record in self._records)
             (staging / INFO_NAME).write_text(info, encoding="utf-8")
-            files = {name: sha256_file(staging / name) for name in (EMBEDDINGS_NAME, RECORDS_NAME, INFO_NAME)}
+            names = [EMBEDDINGS_NAME, RECORDS_NAME, INFO_NAME]
+            if self.scoring is not None:
+                (staging / SCORING_NAME).write_text(json.dumps(self.scoring), encoding="utf-8")
+                names.append(SCORING_NAME)
+            files = {name: sha256_file(staging / name) for name in names}
             manifest = {"format_version": FORMAT_VERSION, "files": files}
             (staging / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
         return folder
@@ -358,6 +365,8 @@ class ReportIndex:
                     meta=info["meta"], target_recall=info["target_recall"], rerank=info["rerank"])
         try:
             index.add(matrix, records)
+            if SCORING_NAME in info["files"]:
+                index.scoring = json.loads((folder / SCORING_NAME).read_text(encoding="utf-8"))
         except ValueError as exc:
             raise IndexIntegrityError(f"{folder}: {exc}") from None
         return index
@@ -372,7 +381,7 @@ def _verified_info(folder: Path) -> dict[str, Any]:
         files = dict(json.loads((folder / MANIFEST_NAME).read_text())["files"])
     except (ValueError, KeyError, TypeError):
         raise IndexIntegrityError(f"{folder}: {MANIFEST_NAME} is not a valid manifest") from None
-    for name in (EMBEDDINGS_NAME, RECORDS_NAME, INFO_NAME):
+    for name in (EMBEDDINGS_NAME, RECORDS_NAME, INFO_NAME) + ((SCORING_NAME,) if SCORING_NAME in files else ()):
         if name not in files or not (folder / name).is_file():
             raise IndexIntegrityError(f"{folder}: {name} is missing (from the folder or the manifest)")
         if sha256_file(folder / name) != files[name]:
@@ -385,4 +394,4 @@ def _verified_info(folder: Path) -> dict[str, Any]:
         raise IndexIntegrityError(f"{folder}: {INFO_NAME} is not valid JSON") from None
     if missing or info["format_version"] != FORMAT_VERSION:
         raise IndexIntegrityError(f"{folder}: {INFO_NAME} lacks {missing} or has an unknown format_version")
-    return info
+    return {**info, "files": files}

@@ -131,11 +131,21 @@ class Predictor:
         self.cfg = model.cfg
         self.folder = folder
         self.index, self.ood, self.temperature = index, ood, float(temperature)
+        self.scoring, self._report_labels = self._load_scoring(index)
         self.tokenizer = load_tokenizer(self.cfg.text)
         self.answers = list(self.cfg.heads.vqa_answers)
         self._lock = threading.Lock()
         self.fast = FastPath(self.model, precision) if optimize else None
         self.precision = self.fast.precision if self.fast is not None else "fp32"
+
+    def _load_scoring(self, index: Any) -> tuple[Any, np.ndarray | None]:
+        """The index's study → report scoring and its reports' labels (None: plain cosine ranking)."""
+        if index is None or index.scoring is None or self.model.findings_head is None:
+            return None, None
+        from mvcm_core.report_scoring import ReportScoring, label_matrix
+
+        scoring = ReportScoring.from_json(index.scoring, len(index))
+        return scoring, label_matrix(record.get("findings", []) for record in index.records)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, *, revision: str | None = None, optimize: bool = True,
@@ -233,7 +243,7 @@ class Predictor:
                                    encoding.study_features, top_k)
         if k is None:
             return answer, None
-        retrieved = {"reports": self._reports(encoding.image_embeds.numpy(), k),
+        retrieved = {"reports": self._reports(encoding.image_embeds.numpy(), k, encoding.study_features),
                      "in_distribution": answer.in_distribution, "ood_score": answer.ood_score}
         return answer, retrieved
 
@@ -306,13 +316,24 @@ class Predictor:
             out = self.model.encode_text(encoded["input_ids"], encoded["attention_mask"])
         return out["text_embeds"].float().numpy()
 
-    def _reports(self, query: np.ndarray, k: int) -> list[RetrievedReport]:
+    def _reports(self, query: np.ndarray, k: int, study_features: torch.Tensor | None = None) -> list[RetrievedReport]:
+        """Top-``k`` reports for a ``[1, E]`` query; a study query (``study_features`` given) uses the index's
+        scoring when it has one (:mod:`mvcm_core.report_scoring`), a text query plain cosine."""
         if self.index is None or len(self.index) == 0:
             raise ValueError("this checkpoint has no retrieval index")
-        scores, ids = self.index.search(query, k)
+        if self.scoring is not None and study_features is not None:
+            from mvcm_core.report_scoring import scored_search
+
+            with torch.inference_mode():
+                probabilities = torch.sigmoid(self.model.findings_head(study_features.float())).numpy()  # [1, F]
+            scores, cosines, ids = scored_search(self.index, self.scoring, self._report_labels, query,
+                                                 probabilities, k)
+        else:
+            scores, ids = self.index.search(query, k)
+            scores, cosines, ids = scores[0], scores[0], ids[0]
         out = []
-        for rank, (score, row) in enumerate(zip(scores[0], ids[0]), start=1):
-            record = dict(self.index.records[int(row)])
+        for rank, (score, cosine, row) in enumerate(zip(scores, cosines, ids), start=1):
+            record = dict(self.index.records[int(row)], cosine=round(float(cosine), 4))
             out.append(RetrievedReport(rank=rank, score=round(float(score), 4), text=record.pop("text"),
                                        findings=record.pop("findings", []), report_uid=record.pop("report_uid", ""),
                                        attribution=record.pop("attribution", ""),
@@ -322,9 +343,10 @@ class Predictor:
     def retrieve(self, study: StudyInput, k: int = 5) -> dict[str, Any]:
         """The ``k`` most similar reports of the index for a study, with the OOD flag."""
         encoded = self.encode_study(study)
-        in_distribution, score = self._ood(torch.from_numpy(encoded["study_features"])[None])
-        return {"reports": self._reports(encoded["image_embeds"][None], k), "in_distribution": in_distribution,
-                "ood_score": score}
+        features = torch.from_numpy(encoded["study_features"])[None]  # [Dv] -> [1, Dv]
+        in_distribution, score = self._ood(features)
+        return {"reports": self._reports(encoded["image_embeds"][None], k, features),
+                "in_distribution": in_distribution, "ood_score": score}
 
     def retrieve_text(self, query: str, k: int = 5) -> list[RetrievedReport]:
         """The ``k`` reports of the index closest to a free-text query."""

@@ -39,7 +39,7 @@ def test_the_served_folder_is_complete_and_verified(built):
     dest = root / "assets/checkpoints/tiny"
     manifest = read_manifest(dest)  # every listed file checked against its sha256
     for name in ("config.json", "model.safetensors", "ood.npz", "calibration.json", "index/embeddings.npy",
-                 "MODEL_CARD.md", "eval/vqa_test.md"):
+                 "index/scoring.json", "MODEL_CARD.md", "eval/vqa_test.md"):
         assert name in manifest["files"], name
     # packaging itself is still running when the manifest is written: it is in the log's summary only
     assert set(manifest["metrics"]["build_seconds"]) == {"data", "image warm-up", "pretrain", "retrieval", "vqa",
@@ -48,6 +48,8 @@ def test_the_served_folder_is_complete_and_verified(built):
     assert pretrain_config["init"] == str(root / "work/image_warmup/checkpoint")  # pretraining starts from it
     assert manifest["command"].startswith("python -m training.build_served")
     assert "vqa_test_question_majority" in manifest["metrics"]
+    assert {"label_P@5_overlap", "scored_label_P@5_overlap", "scored_R@5"} <= set(
+        manifest["metrics"]["retrieval_test_study_to_report"])
     assert "not a medical device" in (dest / "MODEL_CARD.md").read_text().lower() or \
         "never use it for diagnosis" in (dest / "MODEL_CARD.md").read_text()
 
@@ -59,7 +61,11 @@ def test_the_predictor_serves_the_built_checkpoint_and_sample_studies(built):
     assert len(studies) == 3 and all((s / "PA.dcm").is_file() and (s / "LL.dcm").is_file() for s in studies)
     answer = predictor.answer(studies[0], "Is there a pleural effusion?")
     assert answer.in_distribution is not None and answer.answer in predictor.answers
-    assert len(predictor.retrieve(studies[0], k=5)["reports"]) == 5
+    reports = predictor.retrieve(studies[0], k=5)["reports"]
+    assert len(reports) == 5 and all("cosine" in r.extra for r in reports)
+    # the index carries the study → report scoring, its weights chosen on validation
+    assert predictor.scoring is not None and len(predictor.scoring.hub) == len(predictor.index)
+    assert predictor.scoring.selection["split"] == "val" and predictor.scoring.selection["grid"]
     assets = json.loads((root / "assets/MANIFEST.json").read_text())
     listed = {e["path"] for e in assets["files"]}
     assert "checkpoints/tiny/model.safetensors" in listed and all(e["licence"] for e in assets["files"])

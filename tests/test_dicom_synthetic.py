@@ -215,3 +215,21 @@ def test_a_max_side_read_equals_window_then_resize_when_the_window_does_not_clip
     difference = np.abs(tight_small.display - resize_longest(tight.display, 64))
     assert np.median(difference) < 1e-5 and difference.max() < 0.5
     assert read_dicom(tmp_path / "full.dcm", max_side=1000).display.shape == (300, 260)  # never enlarged
+
+
+def test_pillow_keeps_freed_image_blocks_unless_the_environment_says_otherwise(monkeypatch):
+    from PIL import Image
+
+    from mvcm_core.data.imageops import PIL_BLOCKS_KEPT, keep_pil_blocks
+
+    before = Image.core.get_blocks_max()
+    try:
+        Image.core.set_blocks_max(0)
+        monkeypatch.setenv("PILLOW_BLOCKS_MAX", "0")
+        assert keep_pil_blocks() == 0  # the user's own Pillow setting wins
+        monkeypatch.delenv("PILLOW_BLOCKS_MAX")
+        assert keep_pil_blocks() == PIL_BLOCKS_KEPT
+        Image.core.set_blocks_max(PIL_BLOCKS_KEPT + 3)
+        assert keep_pil_blocks() == PIL_BLOCKS_KEPT + 3  # never lowered
+    finally:
+        Image.core.set_blocks_max(before)

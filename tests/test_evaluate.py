@@ -46,8 +46,14 @@ def test_retrieval_evaluation_reports_both_directions_with_rerank_and_baselines(
     evaluate_main(["--checkpoint", str(checkpoint), "--task", "retrieval", "--split", "test", "--data", str(data),
                    "--rerank-k", "4", "--out", str(out)])
     result = json.loads(out.read_text())
-    for direction in ("study_to_report", "report_to_study"):
-        assert {"R@1", "R@5", "R@10"} <= set(result["retrieval_itm_rerank"][direction]["recall"])
+    for direction in ("i2t", "t2i"):
+        assert {"R@1", "R@5", "R@10"} <= set(result["retrieval"][direction]["itm_rerank"]["recall"])
+    assert {"R@1", "R@5", "R@10"} <= set(result["retrieval"]["i2t"]["scored"]["recall"])
+    selection = result["report_scoring"]["selection"]
+    assert selection["split"] == "val" and selection["reference"] == "train studies"
+    chosen = [row for row in selection["grid"] if row[2] == max(r[2] for r in selection["grid"])][0]
+    assert chosen[:2] == [result["report_scoring"]["hub_weight"], result["report_scoring"]["findings_weight"]]
+    assert "scored" in (tmp_path / "ret.md").read_text()
     assert (tmp_path / "ret_recall.png").is_file()
 
 

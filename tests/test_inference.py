@@ -276,3 +276,39 @@ def test_native_bf16_detection_reads_the_cpu_flags(monkeypatch, tmp_path):
     assert inference_fast.native_bf16_supported() is False  # avx512 alone emulates bf16: no
     cpuinfo.write_text("processor : 0\nflags : fpu sse2 avx512f avx512_bf16\n")
     assert inference_fast.native_bf16_supported() is True
+
+
+def test_a_scored_index_ranks_studies_by_its_scoring_and_text_queries_by_cosine(served_with_index, tmp_path):
+    import shutil
+
+    import numpy as np
+
+    from mvcm_core.index import ReportIndex
+    from mvcm_core.report_scoring import ReportScoring, label_matrix
+
+    source, study = served_with_index
+    folder = shutil.copytree(source, tmp_path / "checkpoint")
+    index = ReportIndex.load(folder / "index")
+    plain = Predictor.from_pretrained(folder, optimize=False)
+    top_by_cosine = plain.retrieve(study, k=1)["reports"][0].report_uid
+    hub = np.zeros(len(index), dtype=np.float32)
+    hub[[r["report_uid"] for r in index.records].index(top_by_cosine)] = 10.0  # a hub penalty demotes it to last
+    index.scoring = ReportScoring(hub, hub_weight=1.0, findings_weight=0.05).to_json()
+    index.save(folder / "index")
+    eager, fast = _paths(folder)
+    assert eager.scoring is not None and plain.scoring is None
+    encoded = eager.encode_study(study)
+    with torch.no_grad():
+        probs = torch.sigmoid(eager.model.findings_head(torch.from_numpy(encoded["study_features"])[None])).numpy()
+    cosines = encoded["image_embeds"][None] @ eager.index.embeddings.T  # [1, N]
+    full = eager.scoring.scores(cosines, probs, label_matrix(r["findings"] for r in index.records))[0]
+    expected = np.argsort(-full, kind="stable")[:4]
+    reports = eager.retrieve(study, k=4)["reports"]
+    assert [r.report_uid for r in reports] == [index.records[i]["report_uid"] for i in expected]
+    assert top_by_cosine not in {r.report_uid for r in reports}
+    assert [r.score for r in reports] == pytest.approx(full[expected].tolist(), abs=1e-4)
+    assert [r.extra["cosine"] for r in reports] == pytest.approx(cosines[0, expected].tolist(), abs=1e-4)
+    _, retrieved = fast.answer_and_retrieve(study, QUESTIONS[0], k=4)
+    assert [r.report_uid for r in retrieved["reports"]] == [r.report_uid for r in reports]
+    by_text = eager.retrieve_text(REPORTS[1]["text"], k=2)  # text queries keep the plain cosine
+    assert by_text[0].report_uid == "R1" and by_text[0].score == pytest.approx(1.0, abs=2e-3)

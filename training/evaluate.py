@@ -36,7 +36,15 @@ from mvcm_core.eval import (
     topk_candidates,
     vqa_accuracy,
 )
+from mvcm_core.eval.retrieval_metrics import label_precision_at_k
 from mvcm_core.models.text import load_tokenizer
+from mvcm_core.report_scoring import (
+    FINDINGS_WEIGHTS,
+    ReportScoring,
+    choose_weights,
+    findings_log_likelihood,
+    hub_scores,
+)
 from training.finetune_vqa import load_examples, predict
 
 
@@ -69,26 +77,31 @@ def evaluate_vqa(model: torch.nn.Module, data: dict[str, Any], split: str, out: 
 
 
 @torch.no_grad()
-def embed_split(model: torch.nn.Module, data: dict[str, Any], split: str) -> dict[str, Any]:
-    """Study and report embeddings + tokens of every study of a split."""
+def embed_split(model: torch.nn.Module, data: dict[str, Any], split: str, with_text: bool = True) -> dict[str, Any]:
+    """Study and report embeddings + tokens (+ findings probabilities) of every study of a split."""
     from mvcm_core.data.batching import image_batch
     from mvcm_core.data.study_store import StudyStore
 
     store = StudyStore.load(data["root"], model.cfg.preprocess.image_size)
     rows = store.indices(split)
     tokenizer = load_tokenizer(model.cfg.text)
-    parts: dict[str, list[torch.Tensor]] = {k: [] for k in ("image_embeds", "text_embeds", "image_tokens",
-                                                              "image_token_mask", "text_tokens", "text_token_mask")}
+    wanted = ("image_embeds", "text_embeds", "image_tokens", "image_token_mask", "text_tokens", "text_token_mask",
+              "findings_probs")
+    parts: dict[str, list[torch.Tensor]] = {}
     for start in range(0, len(rows), 64):
         chunk = rows[start:start + 64]
         views = [store.views(i) for i in chunk]
         batch = image_batch([v for v, _ in views], [labels for _, labels in views], model.cfg)
         encoded = tokenizer([store.rows[i]["text"] for i in chunk], padding="max_length", truncation=True,
                             max_length=model.cfg.text.max_length, return_tensors="pt")
-        study = model.encode_study(batch["images"], batch["view_ids"], batch["view_mask"])
-        text = model.encode_text(encoded["input_ids"], encoded["attention_mask"])
-        for key in parts:
-            parts[key].append((study | text)[key])
+        outputs = model.encode_study(batch["images"], batch["view_ids"], batch["view_mask"])
+        if with_text:
+            outputs |= model.encode_text(encoded["input_ids"], encoded["attention_mask"])
+        if "findings_logits" in outputs:
+            outputs["findings_probs"] = torch.sigmoid(outputs["findings_logits"].float())
+        for key in wanted:
+            if key in outputs:
+                parts.setdefault(key, []).append(outputs[key])
     out = {key: torch.cat(value) for key, value in parts.items()}
     out["groups"] = np.asarray([store.rows[i]["group_id"] for i in rows])
     out["labels"] = np.asarray([store.rows[i]["labels"] for i in rows], dtype=np.float32)
@@ -111,19 +124,59 @@ def itm_rerank_scores(model: torch.nn.Module, e: dict[str, Any], topk: np.ndarra
     return scores
 
 
+def _numpy(e: dict[str, Any], key: str) -> np.ndarray | None:
+    return e[key].float().numpy() if key in e else None
+
+
+def select_report_scoring(model: torch.nn.Module, data: dict[str, Any], neighbours: int = 10
+                          ) -> tuple[ReportScoring, np.ndarray]:
+    """Choose the study → report scoring weights on validation (label overlap P@5; reference: train studies).
+
+    Returns:
+        ``(scoring of the validation reports, [M, E] training study embeddings)``; reuse the weights and
+        the reference embeddings for any other gallery (:func:`scoring_for`).
+    """
+    reference = embed_split(model, data, "train", with_text=False)["image_embeds"].float().numpy()
+    val = embed_split(model, data, "val")
+    image, text, probs = _numpy(val, "image_embeds"), _numpy(val, "text_embeds"), _numpy(val, "findings_probs")
+    hub = hub_scores(reference, text, neighbours)
+    loglik = findings_log_likelihood(probs, val["labels"]) if probs is not None else np.zeros((len(image),) * 2)
+
+    def overlap_p5(scores: np.ndarray) -> float:
+        return label_precision_at_k(scores, val["labels"], val["labels"], (5,), "overlap")["P@5"]
+
+    weights = (0.0,) if probs is None else FINDINGS_WEIGHTS
+    hub_weight, findings_weight, grid = choose_weights(image @ text.T, hub, loglik, overlap_p5,
+                                                       findings_weights=weights)
+    selection = {"split": "val", "metric": "study→report label overlap P@5", "reference": "train studies",
+                 "reference_count": len(reference), "grid": grid}
+    return ReportScoring(hub, hub_weight, findings_weight, neighbours, selection), reference
+
+
+def scoring_for(chosen: ReportScoring, reference: np.ndarray, gallery: np.ndarray) -> ReportScoring:
+    """``chosen``'s weights with hub scores computed for another gallery ``[N, E]``."""
+    return ReportScoring(hub_scores(reference, gallery, chosen.neighbours), chosen.hub_weight,
+                         chosen.findings_weight, chosen.neighbours, chosen.selection)
+
+
 def evaluate_retrieval(model: torch.nn.Module, data: dict[str, Any], split: str, out: Path, k: int) -> dict[str, Any]:
-    """Retrieval metrics (ITC, and ITC top-k re-ranked by ITM) with baselines and a recall plot."""
+    """Retrieval metrics with baselines and a recall plot: ITC, ITC top-k re-ranked by ITM (``itm_rerank``)
+    and, study → report, ITC + hub penalty + findings likelihood with weights chosen on val (``scored``)."""
     e = embed_split(model, data, split)
     image, text = e["image_embeds"].float().numpy(), e["text_embeds"].float().numpy()
     report = retrieval_report(image, text, e["groups"], e["labels"], prior_labels=e["train_labels"])
     similarity = image @ text.T  # [N studies, N reports]
-    reranked = {}
-    for name, matrix, image_queries in (("study_to_report", similarity, True), ("report_to_study", similarity.T, False)):
+    for direction, matrix, image_queries in (("i2t", similarity, True), ("t2i", similarity.T, False)):
         topk = topk_candidates(matrix, min(k, matrix.shape[1]))
         scores, _ = rerank(matrix, topk, itm_rerank_scores(model, e, topk, image_queries))
-        reranked[name] = direction_report(scores, e["groups"], e["groups"], e["labels"], e["labels"])
+        report[direction]["itm_rerank"] = direction_report(scores, e["groups"], e["groups"], e["labels"], e["labels"])
+    chosen, reference = select_report_scoring(model, data)
+    scoring = scoring_for(chosen, reference, text)
+    scored = scoring.scores(similarity, _numpy(e, "findings_probs"), e["labels"])
+    report["i2t"]["scored"] = direction_report(scored, e["groups"], e["groups"], e["labels"], e["labels"])
     plot_recall_curve(report, out.with_name(out.stem + "_recall.png"), protocol_of(model))
-    return {"retrieval": report, "retrieval_itm_rerank": reranked, "rerank_k": k, "studies": len(e["groups"])}
+    scoring_summary = {key: getattr(scoring, key) for key in ("hub_weight", "findings_weight", "neighbours", "selection")}
+    return {"retrieval": report, "report_scoring": scoring_summary, "rerank_k": k, "studies": len(e["groups"])}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,8 +8,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mvcm_core.checkpoint import load_pretrained, save_pretrained
 from training import served_parts
+from training.evaluate import scoring_for, select_report_scoring
 
 LICENCES = {
     "weights": "derived from Open-I reports (CC BY-NC-ND 4.0) and simulated images; MiniLM text encoder "
@@ -23,19 +26,26 @@ def _folder_bytes(folder: Path, prefix: str) -> dict[str, bytes]:
     return {f"{prefix}/{p.relative_to(folder)}": p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def _study_to_report(block: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    precision = block["precision"]
+    return {f"{prefix}R@5": round(block["recall"]["R@5"], 4),
+            f"{prefix}label_P@5_overlap": round(precision["overlap"]["P@5"], 4),
+            f"{prefix}label_P@5_exact": round(precision["exact"]["P@5"], 4)}
+
+
 def headline(metrics: dict[str, Any]) -> dict[str, Any]:
     """The figures the card, the manifest and the app's About tab show."""
     vqa = metrics["vqa_test"]["vqa"]["conventions"]["dataset"]
     majority = metrics["vqa_test"]["baselines"]["question_majority"]["metrics"]["conventions"]["dataset"]
     retrieval = metrics["retrieval_test"]["retrieval"]["i2t"]
+    study_to_report = {**_study_to_report(retrieval["model"]),
+                       "random_R@5": round(retrieval["random"]["recall"]["R@5"], 4)}
+    if "scored" in retrieval:
+        study_to_report.update(_study_to_report(retrieval["scored"], "scored_"))
     return {
         "vqa_test": {k: round(vqa[k]["accuracy"], 4) for k in ("open", "closed", "overall")},
         "vqa_test_question_majority": {k: round(majority[k]["accuracy"], 4) for k in ("open", "closed", "overall")},
-        "retrieval_test_study_to_report": {
-            "R@5": round(retrieval["model"]["recall"]["R@5"], 4),
-            "label_P@5_overlap": round(retrieval["model"]["precision"]["overlap"]["P@5"], 4),
-            "random_R@5": round(retrieval["random"]["recall"]["R@5"], 4),
-        },
+        "retrieval_test_study_to_report": study_to_report,
     }
 
 
@@ -75,6 +85,8 @@ def package(config: dict[str, Any], built: dict[str, Any], timer: Any, command: 
     calibration = served_parts.fit_temperature(*served_parts.vqa_logits_and_targets(model, data_root, "val"))
     scorer, ood = served_parts.fit_ood(model, data_root, **config.get("ood", {}))
     index = build_report_index(Predictor(model, Path(built["checkpoint"])), served_parts.report_records(data_root))
+    chosen, reference = select_report_scoring(model, {"root": str(data_root)})
+    index.scoring = scoring_for(chosen, reference, np.asarray(index.embeddings)).to_json()
     summary = {**headline(built["metrics"]), "calibration": calibration, "ood": ood, "index_reports": len(index),
                "vqa_selection": model.manifest.get("metrics", {}).get("vqa_finetune", {})}
     extra: dict[str, bytes] = {CALIBRATION_NAME: json.dumps(calibration, indent=1).encode()}

@@ -2,8 +2,30 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from PIL import Image
+
+PIL_BLOCKS_KEPT = 4  # freed 16 MB image blocks Pillow keeps for reuse (its default keeps none)
+
+
+def keep_pil_blocks(count: int = PIL_BLOCKS_KEPT) -> int:
+    """Let Pillow reuse up to ``count`` freed 16 MB blocks instead of returning them to the OS.
+
+    A full-size radiograph as a float image is ~14 MB. With Pillow's default every resize allocated it
+    afresh and paid for it in page faults: in a profile of reading RG1 (1955×1841) at 128 px, 5.5 of
+    14.8 ms went to zeroing fresh memory. Measured in fresh processes, interleaved with the pydicom + PIL
+    baseline (``PILLOW_BLOCKS_MAX`` = 0 / 1 / 2 / 4): 21.7 / 18.9 / 15.2 / 13.5 ms. Costs at most
+    ``count`` × 16 MB of retained memory. A ``PILLOW_BLOCKS_MAX`` environment variable (Pillow's own
+    setting) wins. Returns the setting in force.
+    """
+    if "PILLOW_BLOCKS_MAX" not in os.environ and Image.core.get_blocks_max() < count:
+        Image.core.set_blocks_max(count)
+    return Image.core.get_blocks_max()
+
+
+keep_pil_blocks()
 
 
 def resize_longest(image: np.ndarray, size: int) -> np.ndarray:

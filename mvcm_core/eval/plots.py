@@ -55,6 +55,9 @@ def plot_recall_curve(results: Mapping[str, Any], path: str | Path, protocol: st
         ax.plot(ks, block["random"]["recall_curve"], color=_RANDOM, ls="--", label="random ranking")
         if block.get("label_prior"):
             ax.plot(ks, block["label_prior"]["recall_curve"], color=_PRIOR, ls=":", lw=2, label="label prior")
+        for name, style in (("itm_rerank", "-."), ("scored", (0, (5, 1)))):
+            if block.get(name):
+                ax.plot(ks, block[name]["recall_curve"], color=_MODEL, ls=style, lw=1, label=name.replace("_", " "))
         for k in (1, 5, 10):
             if k <= len(model):
                 ax.plot(k, model[k - 1], "o", color=_MODEL, ms=4)

@@ -75,8 +75,10 @@ def _retrieval_row(name: str, block: Mapping[str, Any] | None, ks: Sequence[int]
     if block is None:
         return None
     precision = (block.get("precision") or {}).get("exact") or {}
+    overlap = (block.get("precision") or {}).get("overlap") or {}
     recall = [_pct(block["recall"].get(f"R@{k}")) for k in ks]
-    return [name, *recall, *[_pct(precision.get(f"P@{k}")) for k in ks], _pct(precision.get("mAP"))]
+    return [name, *recall, *[_pct(precision.get(f"P@{k}")) for k in ks], _pct(precision.get("mAP")),
+            _pct(overlap.get("P@5"))]
 
 
 def _retrieval_section(retrieval: Mapping[str, Any], ks: Sequence[int]) -> list[str]:
@@ -85,14 +87,17 @@ def _retrieval_section(retrieval: Mapping[str, Any], ks: Sequence[int]) -> list[
         "",
         f"N = {retrieval['n']} study–report pairs, {retrieval['n_groups']} distinct report texts. "
         f"Search: {retrieval['search']}. Ties: {retrieval['ties']}. Recall is instance-level and "
-        "duplicate-aware; precision is label-based (exact label-vector match). In %.",
+        "duplicate-aware; precision is label-based (P@K and mAP: exact label-vector match; overlap P@5: at "
+        "least one shared finding). Re-ranked: the ITC top-k re-scored by ITM. Scored: ITC minus a hub "
+        "penalty plus the findings likelihood, weights chosen on validation (mvcm_core.report_scoring). In %.",
         "",
     ]
-    header = ["direction", *[f"R@{k}" for k in ks], *[f"P@{k}" for k in ks], "mAP"]
+    header = ["direction", *[f"R@{k}" for k in ks], *[f"P@{k}" for k in ks], "mAP", "overlap P@5"]
     rows = []
     for direction, title in (("i2t", "study → report"), ("t2i", "report → study")):
         block = retrieval[direction]
-        labels = (("model", f"**{title}**"), ("random", "  random"), ("label_prior", "  label prior"))
+        labels = (("model", f"**{title}**"), ("itm_rerank", "  re-ranked by ITM"), ("scored", "  scored"),
+                  ("random", "  random"), ("label_prior", "  label prior"))
         for name, label in labels:
             row = _retrieval_row(label, block.get(name), ks)
             if row is not None:
