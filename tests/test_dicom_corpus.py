@@ -82,6 +82,28 @@ def test_rg1_encodings_decode_to_the_same_pixels(pydicom_data_dir):
     assert difference.mean() < 0.005 * 2**15 and difference.max() < 0.02 * 2**15
 
 
+def test_a_small_read_of_jpeg_2000_decodes_at_half_resolution_close_to_the_full_decode(pydicom_data_dir):
+    import pydicom
+
+    from mvcm_core.data.dicom_j2k import decode_j2k_reduced
+    from mvcm_core.data.imageops import resize_longest
+
+    for name in ("J2KR", "J2KI"):
+        path = pydicom_data_dir / f"RG1_{name}.dcm"
+        ds = pydicom.dcmread(path)
+        frame, reduce = decode_j2k_reduced(ds, 128)
+        full = ds.pixel_array
+        assert reduce == 1 and frame.shape == (978, 921)  # ceil(1955 / 2) × ceil(1841 / 2)
+        assert abs(float(frame.mean()) - float(full.mean())) < 0.002 * 2**15  # same scale (15-bit data)
+        assert decode_j2k_reduced(ds, 1000) is None  # half of 1955 is below 1000: decoded in full
+        small, reference = read_dicom(path, max_side=128), resize_longest(read_dicom(path).values, 128)
+        assert small.values.shape == reference.shape == (128, 121)
+        difference = np.abs(small.values - reference) / np.ptp(reference)
+        assert difference.mean() < 0.002 and difference.max() < 0.03  # the low-pass band, not a box filter
+    uncompressed = pydicom.dcmread(pydicom_data_dir / "RG1_UNCR.dcm")
+    assert decode_j2k_reduced(uncompressed, 128) is None
+
+
 def test_rg1_renders_as_a_correctly_oriented_chest_pa_with_bones_white(pydicom_data_dir):
     image = read_dicom(pydicom_data_dir / "RG1_UNCR.dcm")
     meta = image.meta

@@ -233,3 +233,11 @@ def test_pillow_keeps_freed_image_blocks_unless_the_environment_says_otherwise(m
         assert keep_pil_blocks() == PIL_BLOCKS_KEPT + 3  # never lowered
     finally:
         Image.core.set_blocks_max(before)
+
+
+def test_jpeg_2000_reduction_never_goes_below_the_requested_side():
+    from mvcm_core.data.dicom_j2k import MAX_REDUCE, reduce_for
+
+    assert reduce_for(1955, 1841, 128, levels=5) == MAX_REDUCE == 1
+    assert reduce_for(1955, 1841, 978, levels=5) == 1 and reduce_for(1955, 1841, 979, levels=5) == 0
+    assert reduce_for(1955, 1841, 128, levels=0) == 0  # no wavelet levels to skip

@@ -372,7 +372,7 @@ def _read_image(ds: Dataset, path: Path, limits: Limits | None, preset: str | No
                 max_side: int | None = None) -> DicomImage:
     """Validate, decode and window a dataset read by :func:`read_header`."""
     notes = check_image_header(ds, path, limits)
-    frame, decode_notes = decode_first_frame(ds)
+    frame, decode_notes = decode_first_frame(ds, max_side)
     values = modality_values(frame, ds)
     if max_side and max(values.shape) > max_side:
         values = resize_longest(values, max_side)

@@ -13,6 +13,8 @@ from pydicom.encaps import generate_frames
 from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder, pixel_array
 from pydicom.pixels.utils import _get_jpg_parameters
 
+from mvcm_core.data.dicom_j2k import J2K_SYNTAXES, decode_j2k_reduced
+
 # which package decodes what (python-gdcm decodes all of them)
 _DECODER_HINT = {
     "1.2.840.10008.1.2.4.50": "python-gdcm (or pillow)",
@@ -107,10 +109,12 @@ def stream_size(ds: Dataset) -> tuple[int, int] | None:
     return _j2k_size(head) if syntax.startswith("1.2.840.10008.1.2.4.9") else _jpeg_size(head)
 
 
-def decode_first_frame(ds: Dataset) -> tuple[np.ndarray, list[str]]:
+def decode_first_frame(ds: Dataset, max_side: int | None = None) -> tuple[np.ndarray, list[str]]:
     """Decode frame 0 of a validated dataset into a 2-D grayscale array.
 
-    Colour (RGB, YBR converted to RGB by the decoder, palette colour) becomes luminance.
+    Colour (RGB, YBR converted to RGB by the decoder, palette colour) becomes luminance. With
+    ``max_side``, a grey JPEG 2000 frame may come back at half resolution, never below ``max_side``
+    (:mod:`mvcm_core.data.dicom_j2k`).
 
     Raises:
         mvcm_core.data.dicom.DicomRejected: missing decoder or corrupt stream, in one line.
@@ -123,6 +127,12 @@ def decode_first_frame(ds: Dataset) -> tuple[np.ndarray, list[str]]:
     declared = stream_size(ds) if transfer_syntax.is_compressed else None
     if declared is not None and declared != (rows, cols):
         raise DicomRejected(f"compressed stream is {declared[0]}×{declared[1]} but the header says {rows}×{cols}")
+    if max_side and str(transfer_syntax) in J2K_SYNTAXES:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            reduced = decode_j2k_reduced(ds, max_side)
+        if reduced is not None:
+            return reduced[0], notes
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -1,0 +1,83 @@
+"""Reduced-resolution JPEG 2000 decoding, for callers that only need a small image (the model input).
+
+A JPEG 2000 codestream is a wavelet pyramid: decoding it with ``reduce = r`` skips the ``r`` finest
+levels and returns the low-pass band at ``ceil(size / 2^r)``, which is an antialiased downsample of
+the image at a fraction of the work. Lossless RG1 (1955×1841) decodes in about half the time at
+``r = 1``. Pillow's OpenJPEG binding exposes it; pydicom's plugins do not.
+
+Only unsigned single-component codestreams are taken, and only ``r = 1``: Pillow 12 reports a broken
+stream for the 16-bit RG1 codestreams at ``r >= 2``. Anything else returns None and the caller decodes
+at full resolution. pydicom + Pillow + numpy, no torch.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.encaps import generate_frames
+
+J2K_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"})
+MAX_REDUCE = 1
+
+
+def codestream_info(stream: bytes) -> dict[str, int] | None:
+    """Components, precision, signedness and wavelet levels from the SIZ and COD markers, or None."""
+    siz = stream.find(b"\xff\x4f\xff\x51", 0, 4096)
+    if siz < 0 or len(stream) < siz + 44:
+        return None
+    components = int.from_bytes(stream[siz + 40:siz + 42], "big")
+    ssiz = stream[siz + 42]
+    cod = stream.find(b"\xff\x52", siz + 4, siz + 4096)
+    if cod < 0 or len(stream) < cod + 10:
+        return None
+    return {"components": components, "precision": (ssiz & 0x7F) + 1, "signed": ssiz >> 7,
+            "levels": stream[cod + 9]}
+
+
+def reduce_for(rows: int, cols: int, max_side: int, levels: int) -> int:
+    """The most levels (≤ MAX_REDUCE and ≤ ``levels``) to skip while the longest side stays ≥ ``max_side``."""
+    reduce = 0
+    while reduce < min(MAX_REDUCE, levels) and -(-max(rows, cols) // 2 ** (reduce + 1)) >= max_side:
+        reduce += 1
+    return reduce
+
+
+def decode_j2k_reduced(ds: Dataset, max_side: int) -> tuple[np.ndarray, int] | None:
+    """Frame 0 of a JPEG 2000 dataset at ``1 / 2^r`` resolution, as ``(frame, r)``; None to decode in full.
+
+    The frame is ``[ceil(rows / 2^r), ceil(cols / 2^r)]`` in the stored values' scale (Pillow's
+    16-bit output of a lower-precision codestream is shifted back).
+    """
+    from PIL import Image, features
+
+    if str(ds.file_meta.TransferSyntaxUID) not in J2K_SYNTAXES or not features.check("jpg_2000"):
+        return None
+    if int(ds.get("NumberOfFrames", 1) or 1) != 1 or int(ds.get("SamplesPerPixel", 1) or 1) != 1:
+        return None
+    if str(ds.get("PhotometricInterpretation", "")).upper() not in ("MONOCHROME1", "MONOCHROME2"):
+        return None
+    try:
+        stream = next(generate_frames(ds.PixelData, number_of_frames=1))
+    except Exception:  # noqa: BLE001 - broken encapsulation: the full decode reports it
+        return None
+    info = codestream_info(stream)
+    if info is None or info["components"] != 1 or info["signed"] or info["precision"] > 16:
+        return None
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    reduce = reduce_for(rows, cols, max_side, info["levels"])
+    if reduce == 0:
+        return None
+    try:
+        image = Image.open(io.BytesIO(stream))
+        image.reduce = reduce  # Pillow's JPEG 2000 plugin: resolution levels to discard when loading
+        image.load()
+    except (OSError, ValueError, SyntaxError):
+        return None
+    frame = np.asarray(image)
+    if frame.shape != (-(-rows // 2 ** reduce), -(-cols // 2 ** reduce)):
+        return None
+    if image.mode == "I;16" and info["precision"] < 16:
+        frame = frame >> (16 - info["precision"])  # Pillow scales a p-bit codestream to 16 bits
+    return frame, reduce
