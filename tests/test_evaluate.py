@@ -113,3 +113,15 @@ def test_a_variant_the_model_cannot_take_is_a_row_with_its_reason(monkeypatch, t
     lines = ablate_finetune.table([("multi-view (both)", scores), ("ViT adapters (frozen trunk)", row)]).splitlines()
     assert lines[2].startswith("| multi-view (both) | 1 | 50.0 ± 0.0 | 60.0 ± 0.0")
     assert lines[3] == "| ViT adapters (frozen trunk) | 0 | n/a: vision adapters need a ViT |" + " – |" * 5
+
+
+def test_an_unsupported_variant_is_named_before_any_training(tmp_path):
+    from training.ablate_finetune import unsupported
+
+    for timm_name, expected in (("resnet18", "vision adapters need a ViT (this tower: resnet18)"),
+                                ("vit_tiny_patch16_224", None)):
+        folder = tmp_path / timm_name
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"format_version": 1, "model": {"vision": {"timm_name": timm_name}}}))
+        assert unsupported({"init": str(folder)}, {"model_overrides.vision": {"trainable": "adapters"}}) == expected
+        assert unsupported({"init": str(folder)}, {"vqa.views": "frontal"}) is None

@@ -92,13 +92,20 @@ FINETUNE_VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
+def unsupported(base: dict[str, Any], changes: dict[str, Any]) -> str | None:
+    """Why the ``--init`` checkpoint's model cannot take a variant (checked before training), else None."""
+    from mvcm_core.models.vision import is_vit_name
+
+    if (changes.get("model_overrides.vision") or {}).get("trainable") != "adapters":
+        return None
+    timm_name = json.loads((Path(base["init"]) / "config.json").read_text())["model"]["vision"]["timm_name"]
+    return None if is_vit_name(timm_name) else f"vision adapters need a ViT (this tower: {timm_name})"
+
+
 def attempt(name: str, base: dict[str, Any], changes: dict[str, Any], seeds: Sequence[int], root: Path
             ) -> list[dict[str, float]] | str:
     """:func:`run_variant`, or the one-line reason when the model cannot take the variant."""
-    try:
-        return run_variant(name, base, changes, seeds, root)
-    except ValueError as exc:  # e.g. ViT adapters asked of a CNN image tower
-        return str(exc).splitlines()[0]
+    return unsupported(base, changes) or run_variant(name, base, changes, seeds, root)
 
 
 def pretrain_variant(resolved: dict[str, Any], loss: str | None, data: str, steps: int, seed: int, root: Path

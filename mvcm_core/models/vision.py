@@ -44,6 +44,11 @@ class ConvStem(nn.Sequential):
         super().__init__(*layers)
 
 
+def is_vit_name(timm_name: str) -> bool:
+    """Whether a timm model name is a vision transformer (patch tokens, a [CLS] token, blocks)."""
+    return "vit" in timm_name or "deit" in timm_name
+
+
 class ImageEncoder(nn.Module):
     """Per-view token encoder.
 
@@ -57,7 +62,7 @@ class ImageEncoder(nn.Module):
         import timm
 
         kwargs = dict(cfg.timm_kwargs)
-        self.is_vit = "vit" in cfg.timm_name or "deit" in cfg.timm_name
+        self.is_vit = is_vit_name(cfg.timm_name)
         self.conv_stem = bool(cfg.conv_stem)
         if self.conv_stem and not self.is_vit:
             raise ValueError("vision.conv_stem replaces a ViT's patch embedding; this encoder is not a ViT")
