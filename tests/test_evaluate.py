@@ -53,7 +53,10 @@ def test_retrieval_evaluation_reports_both_directions_with_rerank_and_baselines(
     assert selection["split"] == "val" and selection["reference"] == "train studies"
     chosen = [row for row in selection["grid"] if row[2] == max(r[2] for r in selection["grid"])][0]
     assert chosen[:2] == [result["report_scoring"]["hub_weight"], result["report_scoring"]["findings_weight"]]
-    assert "scored" in (tmp_path / "ret.md").read_text()
+    assert "scored" in (tmp_path / "ret.md").read_text() and "in-sample" not in (tmp_path / "ret.md").read_text()
+    evaluate_main(["--checkpoint", str(checkpoint), "--task", "retrieval", "--split", "val", "--data", str(data),
+                   "--rerank-k", "4", "--out", str(tmp_path / "val.json")])
+    assert "in-sample" in (tmp_path / "val.md").read_text()  # weights chosen on the split being reported
     assert (tmp_path / "ret_recall.png").is_file()
 
 

@@ -92,10 +92,10 @@ def embed_split(model: torch.nn.Module, data: dict[str, Any], split: str, with_t
         chunk = rows[start:start + 64]
         views = [store.views(i) for i in chunk]
         batch = image_batch([v for v, _ in views], [labels for _, labels in views], model.cfg)
-        encoded = tokenizer([store.rows[i]["text"] for i in chunk], padding="max_length", truncation=True,
-                            max_length=model.cfg.text.max_length, return_tensors="pt")
         outputs = model.encode_study(batch["images"], batch["view_ids"], batch["view_mask"])
         if with_text:
+            encoded = tokenizer([store.rows[i]["text"] for i in chunk], padding="max_length", truncation=True,
+                                max_length=model.cfg.text.max_length, return_tensors="pt")
             outputs |= model.encode_text(encoded["input_ids"], encoded["attention_mask"])
         if "findings_logits" in outputs:
             outputs["findings_probs"] = torch.sigmoid(outputs["findings_logits"].float())
@@ -176,6 +176,8 @@ def evaluate_retrieval(model: torch.nn.Module, data: dict[str, Any], split: str,
     report["i2t"]["scored"] = direction_report(scored, e["groups"], e["groups"], e["labels"], e["labels"])
     plot_recall_curve(report, out.with_name(out.stem + "_recall.png"), protocol_of(model))
     scoring_summary = {key: getattr(scoring, key) for key in ("hub_weight", "findings_weight", "neighbours", "selection")}
+    if split == "val":
+        scoring_summary["warning"] = "weights chosen on this same split: the scored row is in-sample"
     return {"retrieval": report, "report_scoring": scoring_summary, "rerank_k": k, "studies": len(e["groups"])}
 
 
@@ -206,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         result = evaluate_retrieval(model, data, args.split, out, args.rerank_k)
         markdown = metrics_markdown(retrieval=result["retrieval"], protocol=protocol)
+        if "warning" in result["report_scoring"]:
+            markdown += f"\n**Scored row:** {result['report_scoring']['warning']}.\n"
     result.update(protocol=protocol, split=args.split, checkpoint=str(args.checkpoint), task=args.task)
     out.write_text(json.dumps(result, indent=1, default=float))
     out.with_suffix(".md").write_text(f"# {args.task} on {args.split} ({protocol})\n\n{markdown}\n")
