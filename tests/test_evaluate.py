@@ -105,26 +105,21 @@ def test_objective_rows_re_pretrain_with_each_loss_off_then_fine_tune(setup, tmp
 def test_a_variant_the_model_cannot_take_is_a_row_with_its_reason(monkeypatch, tmp_path):
     from training import ablate_finetune
 
-    def refuse(*args, **kwargs):
-        raise ValueError("vision adapters need a ViT\nmore")
+    def never(*args, **kwargs):
+        raise AssertionError("an unsupported variant must not be trained")
 
-    monkeypatch.setattr(ablate_finetune, "run_variant", refuse)
-    row = ablate_finetune.attempt("ViT", {}, {}, [0], tmp_path)
-    assert row == "vision adapters need a ViT"
+    adapters = {"model_overrides.vision": {"trainable": "adapters"}}
+    for timm_name in ("resnet18", "vit_tiny_patch16_224"):
+        folder = tmp_path / timm_name
+        folder.mkdir()
+        (folder / "config.json").write_text(json.dumps({"format_version": 1, "model": {"vision": {"timm_name": timm_name}}}))
+    assert ablate_finetune.unsupported({"init": str(tmp_path / "vit_tiny_patch16_224")}, adapters) is None
+    assert ablate_finetune.unsupported({"init": str(tmp_path / "resnet18")}, {"vqa.views": "frontal"}) is None
+    monkeypatch.setattr(ablate_finetune, "run_variant", never)
+    row = ablate_finetune.attempt("ViT", {"init": str(tmp_path / "resnet18")}, adapters, [0], tmp_path)
+    assert row == "vision adapters need a ViT (this tower: resnet18)"
     scores = [{"overall": 0.5, "closed": 0.6, "open": 0.4, "view-dependent": 0.5, "lateral-view": 0.5,
                "frontal-view": 0.5}]
     lines = ablate_finetune.table([("multi-view (both)", scores), ("ViT adapters (frozen trunk)", row)]).splitlines()
     assert lines[2].startswith("| multi-view (both) | 1 | 50.0 ± 0.0 | 60.0 ± 0.0")
-    assert lines[3] == "| ViT adapters (frozen trunk) | 0 | n/a: vision adapters need a ViT |" + " – |" * 5
-
-
-def test_an_unsupported_variant_is_named_before_any_training(tmp_path):
-    from training.ablate_finetune import unsupported
-
-    for timm_name, expected in (("resnet18", "vision adapters need a ViT (this tower: resnet18)"),
-                                ("vit_tiny_patch16_224", None)):
-        folder = tmp_path / timm_name
-        folder.mkdir()
-        (folder / "config.json").write_text(json.dumps({"format_version": 1, "model": {"vision": {"timm_name": timm_name}}}))
-        assert unsupported({"init": str(folder)}, {"model_overrides.vision": {"trainable": "adapters"}}) == expected
-        assert unsupported({"init": str(folder)}, {"vqa.views": "frontal"}) is None
+    assert lines[3] == f"| ViT adapters (frozen trunk) | 0 | n/a: {row} |" + " – |" * 5
