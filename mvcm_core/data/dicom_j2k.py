@@ -23,17 +23,22 @@ MAX_REDUCE = 1
 
 
 def codestream_info(stream: bytes) -> dict[str, int] | None:
-    """Components, precision, signedness and wavelet levels from the SIZ and COD markers, or None."""
+    """Geometry, components, precision, signedness and wavelet levels of a JPEG 2000 codestream, or None.
+
+    Reads the SIZ marker segment (raw codestream or inside a JP2 box) and the COD segment after it;
+    ``levels`` is 0 when no COD segment follows within 4 KB.
+    """
     siz = stream.find(b"\xff\x4f\xff\x51", 0, 4096)
     if siz < 0 or len(stream) < siz + 44:
         return None
-    components = int.from_bytes(stream[siz + 40:siz + 42], "big")
+    xsiz, ysiz, x0, y0 = (int.from_bytes(stream[siz + 8 + 4 * i:siz + 12 + 4 * i], "big") for i in range(4))
     ssiz = stream[siz + 42]
-    cod = stream.find(b"\xff\x52", siz + 4, siz + 4096)
-    if cod < 0 or len(stream) < cod + 10:
-        return None
-    return {"components": components, "precision": (ssiz & 0x7F) + 1, "signed": ssiz >> 7,
-            "levels": stream[cod + 9]}
+    siz_end = siz + 4 + int.from_bytes(stream[siz + 4:siz + 6], "big")  # marker + Lsiz bytes
+    cod = stream.find(b"\xff\x52", siz_end, siz_end + 4096)
+    return {"rows": max(ysiz - y0, 0), "cols": max(xsiz - x0, 0),
+            "components": int.from_bytes(stream[siz + 40:siz + 42], "big"),
+            "precision": (ssiz & 0x7F) + 1, "signed": ssiz >> 7,
+            "levels": stream[cod + 9] if 0 <= cod and len(stream) >= cod + 10 else 0}
 
 
 def reduce_for(rows: int, cols: int, max_side: int, levels: int) -> int:
@@ -44,11 +49,21 @@ def reduce_for(rows: int, cols: int, max_side: int, levels: int) -> int:
     return reduce
 
 
-def decode_j2k_reduced(ds: Dataset, max_side: int) -> tuple[np.ndarray, int] | None:
+def first_frame_stream(ds: Dataset) -> bytes | None:
+    """The codestream of frame 0 of an encapsulated dataset, or None when the encapsulation is broken."""
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    try:
+        return next(generate_frames(ds.PixelData, number_of_frames=frames))
+    except Exception:  # noqa: BLE001 - broken encapsulation: the full decode reports it
+        return None
+
+
+def decode_j2k_reduced(ds: Dataset, max_side: int, stream: bytes | None = None) -> tuple[np.ndarray, int] | None:
     """Frame 0 of a JPEG 2000 dataset at ``1 / 2^r`` resolution, as ``(frame, r)``; None to decode in full.
 
     The frame is ``[ceil(rows / 2^r), ceil(cols / 2^r)]`` in the stored values' scale (Pillow's
-    16-bit output of a lower-precision codestream is shifted back).
+    16-bit output of a lower-precision codestream is shifted back). ``stream`` is frame 0's
+    codestream when the caller has already gathered it.
     """
     from PIL import Image, features
 
@@ -58,11 +73,8 @@ def decode_j2k_reduced(ds: Dataset, max_side: int) -> tuple[np.ndarray, int] | N
         return None
     if str(ds.get("PhotometricInterpretation", "")).upper() not in ("MONOCHROME1", "MONOCHROME2"):
         return None
-    try:
-        stream = next(generate_frames(ds.PixelData, number_of_frames=1))
-    except Exception:  # noqa: BLE001 - broken encapsulation: the full decode reports it
-        return None
-    info = codestream_info(stream)
+    stream = first_frame_stream(ds) if stream is None else stream
+    info = None if stream is None else codestream_info(stream)
     if info is None or info["components"] != 1 or info["signed"] or info["precision"] > 16:
         return None
     rows, cols = int(ds.Rows), int(ds.Columns)

@@ -9,11 +9,10 @@ from collections.abc import Iterator
 
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.encaps import generate_frames
 from pydicom.pixels import apply_color_lut, apply_modality_lut, get_decoder, pixel_array
 from pydicom.pixels.utils import _get_jpg_parameters
 
-from mvcm_core.data.dicom_j2k import J2K_SYNTAXES, decode_j2k_reduced
+from mvcm_core.data.dicom_j2k import codestream_info, decode_j2k_reduced, first_frame_stream
 
 # which package decodes what (python-gdcm decodes all of them)
 _DECODER_HINT = {
@@ -64,23 +63,15 @@ def _decode_with_imagecodecs(ds: Dataset) -> np.ndarray | None:
         import imagecodecs
     except ImportError:
         return None
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    fragment = next(generate_frames(ds.PixelData, number_of_frames=frames))
+    fragment = first_frame_stream(ds)
+    if fragment is None:
+        return None
     frame = np.asarray(imagecodecs.jpeg_decode(fragment))
     if int(ds.get("PixelRepresentation", 0) or 0) == 1 and frame.dtype.kind == "u":
         bits = int(ds.BitsStored)
         signed = frame.astype(np.int32)
         frame = np.where(signed >= 2 ** (bits - 1), signed - 2**bits, signed)  # two's complement in BitsStored
     return frame
-
-
-def _j2k_size(stream: bytes) -> tuple[int, int] | None:
-    """(rows, columns) from a JPEG 2000 SIZ marker segment (raw codestream or inside a JP2 box)."""
-    start = stream.find(b"\xff\x4f\xff\x51", 0, 4096)
-    if start < 0 or len(stream) < start + 24:
-        return None
-    xsiz, ysiz, x0, y0 = (int.from_bytes(stream[start + 8 + 4 * i:start + 12 + 4 * i], "big") for i in range(4))
-    return max(ysiz - y0, 0), max(xsiz - x0, 0)
 
 
 def _jpeg_size(stream: bytes) -> tuple[int, int] | None:
@@ -92,21 +83,23 @@ def _jpeg_size(stream: bytes) -> tuple[int, int] | None:
     return (int(info["height"]), int(info["width"])) if "height" in info and "width" in info else None
 
 
-def stream_size(ds: Dataset) -> tuple[int, int] | None:
+def stream_size(ds: Dataset, stream: bytes | None = None) -> tuple[int, int] | None:
     """(rows, columns) the first compressed frame declares in its own codestream header, if readable.
 
     Decoders allocate what the codestream says, not what the DICOM header says: a 1 KB file whose
-    64×64 header wraps a 20000×20000 JPEG 2000 stream would take gigabytes to decode.
+    64×64 header wraps a 20000×20000 JPEG 2000 stream would take gigabytes to decode. ``stream`` is
+    frame 0's codestream when the caller has already gathered it.
     """
     syntax = str(ds.file_meta.TransferSyntaxUID)
     if not syntax.startswith("1.2.840.10008.1.2.4."):
         return None  # RLE and deflate decode to the header's geometry
-    frames = int(ds.get("NumberOfFrames", 1) or 1)
-    try:
-        head = next(generate_frames(ds.PixelData, number_of_frames=frames))[:65536]
-    except Exception:  # noqa: BLE001 - broken encapsulation: the decoder reports it
+    stream = first_frame_stream(ds) if stream is None else stream
+    if stream is None:
         return None
-    return _j2k_size(head) if syntax.startswith("1.2.840.10008.1.2.4.9") else _jpeg_size(head)
+    if not syntax.startswith("1.2.840.10008.1.2.4.9"):
+        return _jpeg_size(stream)
+    info = codestream_info(stream[:65536])
+    return None if info is None else (info["rows"], info["cols"])
 
 
 def decode_first_frame(ds: Dataset, max_side: int | None = None) -> tuple[np.ndarray, list[str]]:
@@ -124,13 +117,14 @@ def decode_first_frame(ds: Dataset, max_side: int | None = None) -> tuple[np.nda
     transfer_syntax = ds.file_meta.TransferSyntaxUID
     notes: list[str] = []
     rows, cols = int(ds.Rows), int(ds.Columns)
-    declared = stream_size(ds) if transfer_syntax.is_compressed else None
+    stream = first_frame_stream(ds) if transfer_syntax.is_compressed else None
+    declared = stream_size(ds, stream) if stream is not None else None
     if declared is not None and declared != (rows, cols):
         raise DicomRejected(f"compressed stream is {declared[0]}×{declared[1]} but the header says {rows}×{cols}")
-    if max_side and str(transfer_syntax) in J2K_SYNTAXES:
+    if max_side and stream is not None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            reduced = decode_j2k_reduced(ds, max_side)
+            reduced = decode_j2k_reduced(ds, max_side, stream)
         if reduced is not None:
             return reduced[0], notes
     try:
