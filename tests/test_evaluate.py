@@ -60,6 +60,27 @@ def test_retrieval_evaluation_reports_both_directions_with_rerank_and_baselines(
     assert (tmp_path / "ret_recall.png").is_file()
 
 
+def test_report_scoring_selection_is_cached_per_weights_and_data(setup, tmp_path, monkeypatch):
+    import numpy as np
+
+    import training.evaluate as evaluate
+
+    data, checkpoint = setup
+    model = evaluate.load_pretrained(checkpoint)
+    cache = tmp_path / evaluate.SCORING_CACHE
+    chosen, reference = evaluate.select_report_scoring(model, {"root": str(data)}, cache=cache)
+    assert cache.is_file()
+    calls = []
+    real_embed = evaluate.embed_split
+    monkeypatch.setattr(evaluate, "embed_split", lambda *a, **k: calls.append(a[2]) or real_embed(*a, **k))
+    again, reference_again = evaluate.select_report_scoring(model, {"root": str(data)}, cache=cache)
+    assert calls == []  # same weights, data and neighbours: nothing re-embedded
+    assert (again.hub_weight, again.findings_weight) == (chosen.hub_weight, chosen.findings_weight)
+    assert np.allclose(again.hub, chosen.hub, atol=1e-5) and np.array_equal(reference_again, reference)
+    evaluate.select_report_scoring(model, {"root": str(data)}, neighbours=3, cache=cache)
+    assert calls == ["train", "val"]  # another neighbour count is another selection
+
+
 def test_finetune_ablation_matrix_writes_one_table(setup, tmp_path):
     from training.ablate_finetune import main as ablate_main
 

@@ -128,14 +128,33 @@ def _numpy(e: dict[str, Any], key: str) -> np.ndarray | None:
     return e[key].float().numpy() if key in e else None
 
 
-def select_report_scoring(model: torch.nn.Module, data: dict[str, Any], neighbours: int = 10
-                          ) -> tuple[ReportScoring, np.ndarray]:
+SCORING_CACHE = "report_scoring_selection.npz"  # beside the metrics: evaluate writes it, package reuses it
+
+
+def _selection_key(model: torch.nn.Module, data: dict[str, Any], neighbours: int) -> str:
+    """What a cached selection depends on: the weights' sha256, the data folder and the neighbour count."""
+    weights = getattr(model, "manifest", {}).get("files", {}).get("model.safetensors", "")
+    return json.dumps([weights, str(Path(data["root"]).resolve()), neighbours]) if weights else ""
+
+
+def select_report_scoring(model: torch.nn.Module, data: dict[str, Any], neighbours: int = 10,
+                          cache: Path | None = None) -> tuple[ReportScoring, np.ndarray]:
     """Choose the study → report scoring weights on validation (label overlap P@5; reference: train studies).
+
+    Args:
+        cache: an ``.npz`` to reuse (when it was written for the same weights, data and neighbours) or
+            to write; the choice embeds every training study, about a minute on 2 cores.
 
     Returns:
         ``(scoring of the validation reports, [M, E] training study embeddings)``; reuse the weights and
         the reference embeddings for any other gallery (:func:`scoring_for`).
     """
+    key = _selection_key(model, data, neighbours)
+    if cache is not None and key and cache.is_file():
+        with np.load(cache) as saved:
+            if str(saved["key"]) == key:
+                chosen = ReportScoring.from_json(json.loads(str(saved["scoring"])))
+                return chosen, saved["reference"]
     reference = embed_split(model, data, "train", with_text=False)["image_embeds"].float().numpy()
     val = embed_split(model, data, "val")
     image, text, probs = _numpy(val, "image_embeds"), _numpy(val, "text_embeds"), _numpy(val, "findings_probs")
@@ -150,7 +169,11 @@ def select_report_scoring(model: torch.nn.Module, data: dict[str, Any], neighbou
                                                        findings_weights=weights)
     selection = {"split": "val", "metric": "study→report label overlap P@5", "reference": "train studies",
                  "reference_count": len(reference), "grid": grid}
-    return ReportScoring(hub, hub_weight, findings_weight, neighbours, selection), reference
+    chosen = ReportScoring(hub, hub_weight, findings_weight, neighbours, selection)
+    if cache is not None and key:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(cache, key=key, scoring=json.dumps(chosen.to_json()), reference=reference)
+    return chosen, reference
 
 
 def scoring_for(chosen: ReportScoring, reference: np.ndarray, gallery: np.ndarray) -> ReportScoring:
@@ -170,7 +193,7 @@ def evaluate_retrieval(model: torch.nn.Module, data: dict[str, Any], split: str,
         topk = topk_candidates(matrix, min(k, matrix.shape[1]))
         scores, _ = rerank(matrix, topk, itm_rerank_scores(model, e, topk, image_queries))
         report[direction]["itm_rerank"] = direction_report(scores, e["groups"], e["groups"], e["labels"], e["labels"])
-    chosen, reference = select_report_scoring(model, data)
+    chosen, reference = select_report_scoring(model, data, cache=out.with_name(SCORING_CACHE))
     scoring = scoring_for(chosen, reference, text)
     scored = scoring.scores(similarity, _numpy(e, "findings_probs"), e["labels"])
     report["i2t"]["scored"] = direction_report(scored, e["groups"], e["groups"], e["labels"], e["labels"])

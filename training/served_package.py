@@ -12,7 +12,7 @@ import numpy as np
 
 from mvcm_core.checkpoint import load_pretrained, save_pretrained
 from training import served_parts
-from training.evaluate import scoring_for, select_report_scoring
+from training.evaluate import SCORING_CACHE, scoring_for, select_report_scoring
 
 LICENCES = {
     "weights": "derived from Open-I reports (CC BY-NC-ND 4.0) and simulated images; MiniLM text encoder "
@@ -85,7 +85,7 @@ def package(config: dict[str, Any], built: dict[str, Any], timer: Any, command: 
     calibration = served_parts.fit_temperature(*served_parts.vqa_logits_and_targets(model, data_root, "val"))
     scorer, ood = served_parts.fit_ood(model, data_root, **config.get("ood", {}))
     index = build_report_index(Predictor(model, Path(built["checkpoint"])), served_parts.report_records(data_root))
-    chosen, reference = select_report_scoring(model, {"root": str(data_root)})
+    chosen, reference = select_report_scoring(model, {"root": str(data_root)}, cache=work / "eval" / SCORING_CACHE)
     index.scoring = scoring_for(chosen, reference, np.asarray(index.embeddings)).to_json()
     summary = {**headline(built["metrics"]), "calibration": calibration, "ood": ood, "index_reports": len(index),
                "vqa_selection": model.manifest.get("metrics", {}).get("vqa_finetune", {})}
