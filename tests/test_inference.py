@@ -312,3 +312,23 @@ def test_a_scored_index_ranks_studies_by_its_scoring_and_text_queries_by_cosine(
     assert [r.report_uid for r in retrieved["reports"]] == [r.report_uid for r in reports]
     by_text = eager.retrieve_text(REPORTS[1]["text"], k=2)  # text queries keep the plain cosine
     assert by_text[0].report_uid == "R1" and by_text[0].score == pytest.approx(1.0, abs=2e-3)
+
+
+def test_a_convolutional_tower_runs_folded_and_channels_last_with_the_eager_answers(served, tmp_path):
+    _, study = served
+    overrides = {**TINY_OVERRIDES, "vision": {"timm_name": "resnet18", "image_size": 32, "timm_kwargs": {
+        "channels": [8, 16, 32, 64], "stem_width": 8, "output_stride": 16}, "train_mask_ratio": 0.0}}
+    torch.manual_seed(0)
+    model = build_vqa_model("mvcm-tiny-cnn", ANSWERS, True, overrides)
+    for norm in (m for m in model.vision.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        norm.running_mean.uniform_(-0.5, 0.5)  # statistics a trained tower would have: folding must use them
+        norm.running_var.uniform_(0.5, 2.0)
+        norm.weight.data.uniform_(0.5, 1.5)
+        norm.bias.data.uniform_(-0.2, 0.2)
+    eager, fast = _paths(save_pretrained(model, tmp_path / "cnn"))
+    assert fast.fast.channels_last and fast.fast.model is not eager.model
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.fast.model.vision.modules())
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in eager.model.vision.modules()) > 0  # baseline untouched
+    for question in QUESTIONS:
+        _close_answers(fast.answer(study, question, top_k=5), eager.answer(study, question, top_k=5), 2e-4)
+    assert abs(eager.encode_study(study)["image_embeds"] - fast.encode_study(study)["image_embeds"]).max() < 1e-5
