@@ -236,8 +236,12 @@ def test_pillow_keeps_freed_image_blocks_unless_the_environment_says_otherwise(m
 
 
 def test_jpeg_2000_reduction_never_goes_below_the_requested_side():
-    from mvcm_core.data.dicom_j2k import MAX_REDUCE, reduce_for
+    from mvcm_core.data.dicom_j2k import levels_skipped, reduce_for
 
-    assert reduce_for(1955, 1841, 128, levels=5) == MAX_REDUCE == 1
+    assert reduce_for(1955, 1841, 128, levels=5) == 3  # 245 ≥ 128 > 123
+    assert reduce_for(1955, 1841, 123, levels=5) == 4 and reduce_for(1955, 1841, 123, levels=2) == 2
     assert reduce_for(1955, 1841, 978, levels=5) == 1 and reduce_for(1955, 1841, 979, levels=5) == 0
     assert reduce_for(1955, 1841, 128, levels=0) == 0  # no wavelet levels to skip
+    assert levels_skipped((1955, 1841), (245, 231)) == 3
+    with pytest.raises(ValueError, match="no reduced band"):
+        levels_skipped((1955, 1841), (240, 231))

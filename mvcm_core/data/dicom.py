@@ -34,7 +34,8 @@ from pydicom.tag import Tag
 
 from mvcm_core.data.dicom_meta import DicomMeta, extract_meta
 from mvcm_core.data.dicom_pixels import decode_first_frame, lut_from_item, modality_values, stored_range
-from mvcm_core.data.imageops import resize_longest
+from mvcm_core.data.dicom_j2k import levels_skipped
+from mvcm_core.data.imageops import resize_band, resize_longest
 from mvcm_core.data.windowing import WindowPreset, generic_presets, to_display
 
 PREAMBLE_LENGTH = 128
@@ -374,7 +375,10 @@ def _read_image(ds: Dataset, path: Path, limits: Limits | None, preset: str | No
     notes = check_image_header(ds, path, limits)
     frame, decode_notes = decode_first_frame(ds, max_side)
     values = modality_values(frame, ds)
-    if max_side and max(values.shape) > max_side:
+    full_shape = (int(ds.Rows), int(ds.Columns))
+    if max_side and values.shape != full_shape:  # a JPEG 2000 low-pass band (dicom_j2k)
+        values = resize_band(values, max_side, full_shape, levels_skipped(full_shape, values.shape))
+    elif max_side and max(values.shape) > max_side:
         values = resize_longest(values, max_side)
     file_presets, luts = _file_presets(ds)
     presets = file_presets + generic_presets()

@@ -2,12 +2,13 @@
 
 A JPEG 2000 codestream is a wavelet pyramid: decoding it with ``reduce = r`` skips the ``r`` finest
 levels and returns the low-pass band at ``ceil(size / 2^r)``, which is an antialiased downsample of
-the image at a fraction of the work. Lossless RG1 (1955×1841) decodes in about half the time at
-``r = 1``. Pillow's OpenJPEG binding exposes it; pydicom's plugins do not.
+the image at a fraction of the work. pydicom's plugins do not expose ``r``.
 
-Only unsigned single-component codestreams are taken, and only ``r = 1``: Pillow 12 reports a broken
-stream for the 16-bit RG1 codestreams at ``r >= 2``. Anything else returns None and the caller decodes
-at full resolution. pydicom + Pillow + numpy, no torch.
+Only unsigned single-component codestreams are taken. OpenJPEG's C API (:mod:`~mvcm_core.data.openjp2`)
+skips as many levels as keep the longest side ≥ ``max_side`` (RG1 lossless → 128 px: ``r = 3``, about
+20× less work); without it, Pillow's binding skips one (it reports a broken stream for the 16-bit RG1
+codestreams at ``r >= 2``). Anything else returns None and the caller decodes at full resolution.
+pydicom + Pillow + numpy + ctypes, no torch.
 """
 
 from __future__ import annotations
@@ -18,8 +19,10 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 
+from mvcm_core.data import openjp2
+
 J2K_SYNTAXES = frozenset({"1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"})
-MAX_REDUCE = 1
+PILLOW_MAX_REDUCE = 1
 
 
 def codestream_info(stream: bytes) -> dict[str, int] | None:
@@ -42,9 +45,9 @@ def codestream_info(stream: bytes) -> dict[str, int] | None:
 
 
 def reduce_for(rows: int, cols: int, max_side: int, levels: int) -> int:
-    """The most levels (≤ MAX_REDUCE and ≤ ``levels``) to skip while the longest side stays ≥ ``max_side``."""
+    """The most levels (≤ ``levels``) to skip while the longest side stays ≥ ``max_side``."""
     reduce = 0
-    while reduce < min(MAX_REDUCE, levels) and -(-max(rows, cols) // 2 ** (reduce + 1)) >= max_side:
+    while reduce < levels and -(-max(rows, cols) // 2 ** (reduce + 1)) >= max_side:
         reduce += 1
     return reduce
 
@@ -65,9 +68,7 @@ def decode_j2k_reduced(ds: Dataset, max_side: int, stream: bytes | None = None) 
     16-bit output of a lower-precision codestream is shifted back). ``stream`` is frame 0's
     codestream when the caller has already gathered it.
     """
-    from PIL import Image, features
-
-    if str(ds.file_meta.TransferSyntaxUID) not in J2K_SYNTAXES or not features.check("jpg_2000"):
+    if str(ds.file_meta.TransferSyntaxUID) not in J2K_SYNTAXES:
         return None
     if int(ds.get("NumberOfFrames", 1) or 1) != 1 or int(ds.get("SamplesPerPixel", 1) or 1) != 1:
         return None
@@ -79,7 +80,35 @@ def decode_j2k_reduced(ds: Dataset, max_side: int, stream: bytes | None = None) 
         return None
     rows, cols = int(ds.Rows), int(ds.Columns)
     reduce = reduce_for(rows, cols, max_side, info["levels"])
-    if reduce == 0:
+    decoded = openjp2.decode_reduced(stream, reduce) if reduce else None
+    if decoded is not None and decoded[0].shape == _reduced_shape(rows, cols, reduce):
+        return decoded[0].astype(np.uint16), reduce
+    reduce = min(reduce, PILLOW_MAX_REDUCE)
+    return _pillow_reduced(stream, reduce, rows, cols, info["precision"]) if reduce else None
+
+
+def _reduced_shape(rows: int, cols: int, reduce: int) -> tuple[int, int]:
+    return -(-rows // 2 ** reduce), -(-cols // 2 ** reduce)
+
+
+def levels_skipped(full_shape: tuple[int, int], band_shape: tuple[int, int]) -> int:
+    """How many wavelet levels a decoded band of ``band_shape`` skipped from ``full_shape``.
+
+    Raises:
+        ValueError: ``band_shape`` is no ``ceil(full / 2^r)`` of ``full_shape``.
+    """
+    for reduce in range(1, 33):
+        if _reduced_shape(*full_shape, reduce) == tuple(band_shape):
+            return reduce
+    raise ValueError(f"a {band_shape} frame is no reduced band of a {full_shape} image")
+
+
+def _pillow_reduced(stream: bytes, reduce: int, rows: int, cols: int, precision: int
+                    ) -> tuple[np.ndarray, int] | None:
+    """The same through Pillow's OpenJPEG binding (``Image.reduce``), or None."""
+    from PIL import Image, features
+
+    if not features.check("jpg_2000"):
         return None
     try:
         image = Image.open(io.BytesIO(stream))
@@ -88,8 +117,8 @@ def decode_j2k_reduced(ds: Dataset, max_side: int, stream: bytes | None = None) 
     except (OSError, ValueError, SyntaxError):
         return None
     frame = np.asarray(image)
-    if frame.shape != (-(-rows // 2 ** reduce), -(-cols // 2 ** reduce)):
+    if frame.shape != _reduced_shape(rows, cols, reduce):
         return None
-    if image.mode == "I;16" and info["precision"] < 16:
-        frame = frame >> (16 - info["precision"])  # Pillow scales a p-bit codestream to 16 bits
+    if image.mode == "I;16" and precision < 16:
+        frame = frame >> (16 - precision)  # Pillow scales a p-bit codestream to 16 bits
     return frame, reduce

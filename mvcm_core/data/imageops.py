@@ -45,6 +45,25 @@ def resize_longest(image: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(resized, dtype=np.float32)
 
 
+def resize_band(band: np.ndarray, size: int, full_shape: tuple[int, int], levels: int) -> np.ndarray:
+    """Resize a JPEG 2000 low-pass band to what :func:`resize_longest` makes of the full ``[rows, cols]`` image.
+
+    ``band`` is the full image with ``levels`` wavelet levels skipped. Its sample ``n`` is centred on
+    full-resolution pixel ``2^levels · n``, not on the centre of its block, so the resampling box is
+    shifted by ``(2^levels − 1) / 2`` full pixels; the output size follows ``full_shape``.
+    """
+    rows, cols = full_shape
+    scale = size / max(rows, cols)
+    new_rows, new_cols = max(1, round(rows * scale)), max(1, round(cols * scale))
+    step = 2 ** levels
+    start = 0.5 - 0.5 / step  # full edge coordinate x sits at band coordinate (x - 0.5) / step + 0.5
+    band_rows, band_cols = band.shape
+    box = (start, start, min((cols - 0.5) / step + 0.5, band_cols), min((rows - 0.5) / step + 0.5, band_rows))
+    resized = Image.fromarray(band.astype(np.float32, copy=False), mode="F").resize(
+        (new_cols, new_rows), Image.Resampling.BILINEAR, box=box)
+    return np.asarray(resized, dtype=np.float32)
+
+
 def pad_to_square(image: np.ndarray, fill: float = 0.0) -> np.ndarray:
     """Pad a ``[rows, cols]`` image symmetrically to ``[n, n]`` with ``fill`` (no stretching)."""
     rows, cols = image.shape
