@@ -32,9 +32,9 @@ from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.pixels.utils import get_expected_length
 from pydicom.tag import Tag
 
+from mvcm_core.data.dicom_j2k import levels_skipped
 from mvcm_core.data.dicom_meta import DicomMeta, extract_meta
 from mvcm_core.data.dicom_pixels import decode_first_frame, lut_from_item, modality_values, stored_range
-from mvcm_core.data.dicom_j2k import levels_skipped
 from mvcm_core.data.imageops import resize_band, resize_longest
 from mvcm_core.data.windowing import WindowPreset, generic_presets, to_display
 
