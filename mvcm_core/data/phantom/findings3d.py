@@ -63,6 +63,9 @@ def anatomy_changes(findings: list[Finding], anat: Anatomy) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------- handlers
+SMALL_EFFUSION_FILL = (0.55, 0.65)  # fluid level of a small effusion, as a fraction of recess floor -> dome crest
+
+
 def _effusion(f, plan, volume, anat, rng):
     level_kind = SEVERITY_LEVEL.get(f.severity, 1)
     out = []
@@ -73,7 +76,7 @@ def _effusion(f, plan, volume, anat, rng):
         _, _, z = box_coords(volume.grid, box)
         has = (volume.lung[box] > 0.3).any(axis=(1, 2))
         bottom = float(z[has, 0, 0].min()) if has.any() else crest - 6.0  # floor of the posterior recess
-        level = (bottom + rng.uniform(0.55, 0.65) * (crest - bottom),  # posterior recess only
+        level = (bottom + rng.uniform(*SMALL_EFFUSION_FILL) * (crest - bottom),  # posterior recess only
                  crest + rng.uniform(0.5, 2.5), crest + rng.uniform(6.0, 9.0))[level_kind]
         meniscus = (0.8, 2.5, 4.0)[level_kind]
         box, offset = roi(volume, lo, [hi[0], hi[1], level + meniscus + 1.0])

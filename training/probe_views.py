@@ -1,0 +1,123 @@
+"""Which view shows a small effusion? Image-only CNN probes on counterfactual phantom studies.
+
+``python -m training.probe_views --studies 1600 --seconds 240 [--fill 0.55 0.65] [--views PA LL both]``
+
+Half the studies get a small (posterior-recess) pleural effusion on a random side; every study also
+carries random other findings (the sampler's, without effusions) so that anatomy and disease vary.
+A narrow ResNet-18 (the served tower's width) is trained on the first 75% with each view alone and
+with both, for the same wall-clock budget, and its test AUC says how well that view shows the
+effusion. A finding the lateral alone shows is what a multi-view model can gain from
+(``docs/phantom.md``, "Which view shows a small effusion").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mvcm_core.data.findings import Finding
+from mvcm_core.data.phantom import findings3d
+from mvcm_core.data.phantom.render import render_study
+from mvcm_core.data.phantom.sampler import sample_findings
+from mvcm_core.data.transforms import view_to_input
+from training.build_data import STORED_MAX
+
+VIEW_SLOTS = {"PA": [0], "LL": [1], "both": [0, 1]}
+
+
+def render_pairs(count: int, size: int, seed: int, fill: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """``([count, 2, size, size] uint8 PA / LL inputs, [count] labels)``: odd rows carry a small effusion."""
+    rng = np.random.default_rng(seed)
+    images = np.zeros((count, 2, size, size), np.uint8)
+    labels = np.arange(count) % 2
+    saved, findings3d.SMALL_EFFUSION_FILL = findings3d.SMALL_EFFUSION_FILL, fill
+    try:
+        for row in tqdm(range(count), desc="render", unit="study"):
+            findings = [f for f in sample_findings(rng) if f.term not in ("pleural effusion", "normal")]
+            if labels[row]:
+                side = str(rng.choice(["left", "right"]))
+                findings.append(Finding("pleural effusion", side=side, severity="small", source="probe"))
+            study = render_study(findings, int(rng.integers(2**31)), max(size, 64))
+            images[row] = np.stack([view_to_input(study[v]["stored"].astype(np.float32) / STORED_MAX, size)
+                                    for v in ("PA", "LL")])  # as training.build_data makes model inputs
+    finally:
+        findings3d.SMALL_EFFUSION_FILL = saved
+    return images, labels
+
+
+class ViewProbe(torch.nn.Module):
+    """A narrow ResNet-18 shared by the chosen views; their features concatenated → one logit."""
+
+    def __init__(self, views: int) -> None:
+        super().__init__()
+        import timm
+
+        self.trunk = timm.create_model("resnet18", num_classes=0, in_chans=1, channels=(32, 64, 128, 256),
+                                       stem_width=32)
+        self.head = torch.nn.Linear(self.trunk.num_features * views, 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        batch, views = images.shape[:2]
+        features = self.trunk(images.reshape(batch * views, 1, *images.shape[2:]))  # [B, V, H, W] -> [B*V, 1, H, W]
+        return self.head(features.reshape(batch, -1)).squeeze(-1)  # [B*V, F] -> [B, V*F] -> [B]
+
+
+def probe_auc(images: np.ndarray, labels: np.ndarray, view: str, seconds: float, seed: int = 0) -> dict[str, Any]:
+    """Train a probe on the first 75% for ``seconds`` (cosine lr) and return its train / test AUC."""
+    from sklearn.metrics import roc_auc_score
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    pixels = torch.from_numpy(images[:, VIEW_SLOTS[view]]).float().div_(255.0).sub_(0.5).div_(0.25)
+    targets = torch.from_numpy(labels.astype(np.float32))
+    split = int(len(labels) * 0.75)
+    model = ViewProbe(len(VIEW_SLOTS[view]))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
+    started, steps = time.perf_counter(), 0
+    while (elapsed := time.perf_counter() - started) < seconds:
+        batch = rng.permutation(split)[:32]
+        for group in optimizer.param_groups:
+            group["lr"] = 1e-3 * (1 + np.cos(np.pi * min(elapsed / seconds, 1.0)))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(pixels[batch]).float()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, targets[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        steps += 1
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        scores = torch.cat([model(pixels[i:i + 128]).float() for i in range(0, len(labels), 128)]).numpy()
+    return {"view": view, "steps": steps, "train_auc": round(float(roc_auc_score(labels[:split], scores[:split])), 3),
+            "test_auc": round(float(roc_auc_score(labels[split:], scores[split:])), 3),
+            "test_studies": len(labels) - split}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point (``python -m training.probe_views``): prints one JSON line per view."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--studies", type=int, default=1600)
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--seconds", type=float, default=240.0, help="training budget per view")
+    parser.add_argument("--fill", type=float, nargs=2, default=findings3d.SMALL_EFFUSION_FILL,
+                        help="small effusion level, as a fraction of recess floor -> dome crest")
+    parser.add_argument("--views", nargs="+", choices=tuple(VIEW_SLOTS), default=["PA", "LL", "both"])
+    parser.add_argument("--seed", type=int, default=123)
+    args = parser.parse_args(argv)
+    if args.studies < 8:
+        parser.error("--studies must be at least 8 (both labels in train and test)")
+    images, labels = render_pairs(args.studies, args.size, args.seed, tuple(args.fill))
+    for view in args.views:
+        print(json.dumps({"fill": list(args.fill), **probe_auc(images, labels, view, args.seconds)}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
