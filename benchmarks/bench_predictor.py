@@ -7,7 +7,8 @@ every path. Timed, each as median and p95 after warm-up, in one process:
 
 - baseline: ``Predictor(optimize=False)`` — plain eager fp32, ``answer()`` then ``retrieve()``;
 - optimised: ``Predictor()`` — ``answer_and_retrieve()`` on the optimised path (precision ``auto``);
-- ablations (not with ``--quick``): the optimised path in fp32, with channels-last, with one thread.
+- ablations (not with ``--quick``): the optimised path in fp32, with the other memory layout (channels-last
+  off for a CNN tower, on for a ViT), with one thread.
 
 Model FLOPs per study are counted with ``torch.utils.flop_counter`` (matmuls, convolutions,
 attention) on the path that is timed; the FLOP bound is FLOPs ÷ the matmul peak measured in the
@@ -91,9 +92,10 @@ def run(checkpoint: str, repeats: int, quick: bool) -> dict[str, Any]:
     if not quick:
         variants += [("optimised, fp32", Predictor(base.model, base.folder, base.index, base.ood, base.temperature,
                                                    precision="fp32"))]
-        channels_last = Predictor(base.model, base.folder, base.index, base.ood, base.temperature)
-        channels_last.fast = FastPath(base.model, channels_last.precision, channels_last=True)
-        variants += [("optimised, channels-last", channels_last)]
+        other_layout = Predictor(base.model, base.folder, base.index, base.ood, base.temperature)
+        other_layout.fast = FastPath(base.model, other_layout.precision, channels_last=not other_layout.fast.channels_last)
+        layout = "on" if other_layout.fast.channels_last else "off"
+        variants += [(f"optimised, channels-last {layout}", other_layout)]
     for name, predictor in variants:
         timing = time_path(optimised(predictor), studies, repeats)
         flops = model_flops(lambda: optimised(predictor)(first, QUESTIONS[0]))  # noqa: B023
