@@ -1,9 +1,11 @@
-"""Which view shows a small effusion? Image-only CNN probes on counterfactual phantom studies.
+"""Which view shows a finding? Image-only CNN probes on counterfactual phantom studies.
 
-``python -m training.probe_views --studies 1600 --seconds 240 [--fill 0.55 0.65] [--views PA LL both]``
+``python -m training.probe_views --studies 1600 --seconds 240 [--fill 0.55 0.65] [--views PA LL both]
+[--term "pleural effusion" --severity small --zone Z]``
 
-Half the studies get a small (posterior-recess) pleural effusion on a random side; every study also
-carries random other findings (the sampler's, without effusions) so that anatomy and disease vary.
+Half the studies get the finding (default: a small, posterior-recess pleural effusion) on a random
+side; every study also carries random other findings (the sampler's, without that term) so that
+anatomy and disease vary.
 A narrow ResNet-18 (the served tower's width) is trained on the first 75% with each view alone and
 with both, for the same wall-clock budget, and its test AUC says how well that view shows the
 effusion. A finding the lateral alone shows is what a multi-view model can gain from
@@ -13,6 +15,7 @@ effusion. A finding the lateral alone shows is what a multi-view model can gain 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 from collections.abc import Sequence
@@ -32,18 +35,23 @@ from training.build_data import STORED_MAX
 VIEW_SLOTS = {"PA": [0], "LL": [1], "both": [0, 1]}
 
 
-def render_pairs(count: int, size: int, seed: int, fill: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
-    """``([count, 2, size, size] uint8 PA / LL inputs, [count] labels)``: odd rows carry a small effusion."""
+def render_pairs(count: int, size: int, seed: int, fill: tuple[float, float],
+                 finding: Finding | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``([count, 2, size, size] uint8 PA / LL inputs, [count] labels)``: odd rows carry ``finding``.
+
+    ``finding`` defaults to a small pleural effusion; its side is drawn per study.
+    """
+    finding = finding or Finding("pleural effusion", severity="small", source="probe")
     rng = np.random.default_rng(seed)
     images = np.zeros((count, 2, size, size), np.uint8)
     labels = np.arange(count) % 2
     saved, findings3d.SMALL_EFFUSION_FILL = findings3d.SMALL_EFFUSION_FILL, fill
     try:
         for row in tqdm(range(count), desc="render", unit="study"):
-            findings = [f for f in sample_findings(rng) if f.term not in ("pleural effusion", "normal")]
+            findings = [f for f in sample_findings(rng) if f.term not in (finding.term, "normal")]
             if labels[row]:
                 side = str(rng.choice(["left", "right"]))
-                findings.append(Finding("pleural effusion", side=side, severity="small", source="probe"))
+                findings.append(dataclasses.replace(finding, side=side))
             study = render_study(findings, int(rng.integers(2**31)), max(size, 64))
             images[row] = np.stack([view_to_input(study[v]["stored"].astype(np.float32) / STORED_MAX, size)
                                     for v in ("PA", "LL")])  # as training.build_data makes model inputs
@@ -109,13 +117,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--fill", type=float, nargs=2, default=findings3d.SMALL_EFFUSION_FILL,
                         help="small effusion level, as a fraction of recess floor -> dome crest")
     parser.add_argument("--views", nargs="+", choices=tuple(VIEW_SLOTS), default=["PA", "LL", "both"])
+    parser.add_argument("--term", default="pleural effusion", help="the finding to probe")
+    parser.add_argument("--severity", default="small", help="'none' for unspecified")
+    parser.add_argument("--zone", default=None, help="e.g. retrocardiac")
     parser.add_argument("--seed", type=int, default=123)
     args = parser.parse_args(argv)
     if args.studies < 8:
         parser.error("--studies must be at least 8 (both labels in train and test)")
-    images, labels = render_pairs(args.studies, args.size, args.seed, tuple(args.fill))
+    severity = None if args.severity == "none" else args.severity
+    finding = Finding(args.term, zone=args.zone, severity=severity, source="probe")
+    images, labels = render_pairs(args.studies, args.size, args.seed, tuple(args.fill), finding)
+    setup = {"term": args.term, "severity": severity, "zone": args.zone, "fill": list(args.fill)}
     for view in args.views:
-        print(json.dumps({"fill": list(args.fill), **probe_auc(images, labels, view, args.seconds)}), flush=True)
+        print(json.dumps({**setup, **probe_auc(images, labels, view, args.seconds)}), flush=True)
     return 0
 
 
