@@ -14,6 +14,8 @@ from pydicom.pixels.utils import _get_jpg_parameters
 
 from mvcm_core.data.dicom_j2k import codestream_info, decode_j2k_reduced, first_frame_stream
 
+CODESTREAM_SYNTAX_PREFIX = "1.2.840.10008.1.2.4."  # JPEG, JPEG-LS, JPEG 2000: frames carry their own geometry
+
 # which package decodes what (python-gdcm decodes all of them)
 _DECODER_HINT = {
     "1.2.840.10008.1.2.4.50": "python-gdcm (or pillow)",
@@ -91,7 +93,7 @@ def stream_size(ds: Dataset, stream: bytes | None = None) -> tuple[int, int] | N
     frame 0's codestream when the caller has already gathered it.
     """
     syntax = str(ds.file_meta.TransferSyntaxUID)
-    if not syntax.startswith("1.2.840.10008.1.2.4."):
+    if not syntax.startswith(CODESTREAM_SYNTAX_PREFIX):
         return None  # RLE and deflate decode to the header's geometry
     stream = first_frame_stream(ds) if stream is None else stream
     if stream is None:
@@ -117,7 +119,7 @@ def decode_first_frame(ds: Dataset, max_side: int | None = None) -> tuple[np.nda
     transfer_syntax = ds.file_meta.TransferSyntaxUID
     notes: list[str] = []
     rows, cols = int(ds.Rows), int(ds.Columns)
-    stream = first_frame_stream(ds) if transfer_syntax.is_compressed else None
+    stream = first_frame_stream(ds) if str(transfer_syntax).startswith(CODESTREAM_SYNTAX_PREFIX) else None
     declared = stream_size(ds, stream) if stream is not None else None
     if declared is not None and declared != (rows, cols):
         raise DicomRejected(f"compressed stream is {declared[0]}×{declared[1]} but the header says {rows}×{cols}")
