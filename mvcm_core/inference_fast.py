@@ -121,9 +121,9 @@ class FastPath:
                  merge_rows: bool = False) -> None:
         """Prepare ``model`` (a bf16 copy when bf16 is chosen; the caller's model is never altered).
 
-        ``channels_last`` defaults to True for a convolutional tower (whose batch norms are then
-        folded) and False for a ViT, where it was measured not to win; ``merge_rows`` (one padded
-        fusion pass for every row) did not win either (``PERFORMANCE.md``); both stay for re-measuring.
+        A convolutional tower always has its batch norms folded. ``channels_last`` defaults to True for
+        it and False for a ViT, where it was measured not to win; ``merge_rows`` (one padded fusion pass
+        for every row) did not win either (``PERFORMANCE.md``); both stay for re-measuring.
         """
         self.precision = resolve_precision(precision)
         self.dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
