@@ -9,6 +9,7 @@ own input gradient is ``world_size`` times the single-process one (see ``mvcm_co
 from __future__ import annotations
 
 import datetime
+import gc
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,7 @@ def _worker(rank: int, store: str, out_dir: str) -> None:
     # a short collective timeout: a rank that fails must not leave the other waiting for 30 minutes
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD,
                             timeout=datetime.timedelta(seconds=60))
+    model = None
     try:
         start = sum(SPLITS[:rank])
         rows = slice(start, start + SPLITS[rank])
@@ -102,6 +104,10 @@ def _worker(rank: int, store: str, out_dir: str) -> None:
             results["local_teacher_refused"] = torch.tensor(True)
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
+        # DDP's reducer must go before its process group: torn down the other way round at exit, a
+        # loaded machine once aborted a rank ("terminate called without an active exception")
+        del model
+        gc.collect()
         dist.destroy_process_group()
 
 
