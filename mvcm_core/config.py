@@ -51,6 +51,8 @@ class FusionCfg:
     mlp_ratio: float = 4.0
     dropout: float = 0.0
     memory_slots: int = 0  # learned slots the text stream can attend to besides the image
+    image_positions: bool = False  # a learned position per image token at the fusion input (zero-initialised):
+    # lets fine-tuning locate findings (left / right) when the image trunk, and its own positions, are frozen
 
 
 @dataclass

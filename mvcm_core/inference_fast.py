@@ -186,7 +186,10 @@ class FastPath:
         embedded = model.view_embedding(view_ids)  # [V, W]
         missing = embedded + model.missing_view_token.to(self.dtype)  # [V, W]: a view's learned stand-in
         study = missing.unsqueeze(1).repeat(1, length, 1)  # [V, W] -> [V, L, W]
-        study[present] = model.image_to_width(tokens) + embedded[present].unsqueeze(1)
+        fresh = model.image_to_width(tokens) + embedded[present].unsqueeze(1)  # [P, L, W]
+        if model.fusion_positions is not None:
+            fresh = fresh + model.fusion_positions[0, 0]  # [L, W], shared by the views
+        study[present] = fresh
         valid = torch.zeros(v, length, dtype=torch.bool)
         valid[:, 0] = True
         valid[present] = True

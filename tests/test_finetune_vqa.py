@@ -65,3 +65,23 @@ def test_multi_view_studies_gca_off_single_view_and_literature_protocol(tiny_che
 def test_answer_prior_keeps_words_that_are_substrings_of_earlier_words():
     # AMiF's public code dropped "no" because "nodule" came first (substring test)
     assert answer_prior_words(["nodule", "no", "left lower lobe", "left"]) == ["nodule", "no", "left", "lower", "lobe"]
+
+
+def test_fusion_positions_start_at_zero_on_a_pretrained_init_and_train(tiny_checkpoint):
+    from training.finetune_vqa import build_vqa_model
+
+    plain = build_vqa_model(str(tiny_checkpoint), ["no", "yes"], True, TINY_OVERRIDES)
+    placed = build_vqa_model(str(tiny_checkpoint), ["no", "yes"], True,
+                             {**TINY_OVERRIDES, "fusion": {**TINY_OVERRIDES["fusion"], "image_positions": True}})
+    assert plain.fusion_positions is None and placed.fusion_positions.requires_grad
+    assert placed.fusion_positions.shape[2] == placed.vision.num_prefix_tokens + placed.vision.num_patches
+    assert not placed.fusion_positions.any()  # zeros: the loaded model starts where the pretrained one was
+    images = torch.randn(2, 2, 1, 32, 32)
+    view_ids, view_mask = torch.tensor([[1, 2], [1, 2]]), torch.ones(2, 2, dtype=torch.bool)
+    placed.load_state_dict(plain.state_dict(), strict=False)  # the same weights (the VQA heads differ in init)
+    before = placed.encode_study(images, view_ids, view_mask)["image_tokens"]
+    assert torch.equal(before, plain.encode_study(images, view_ids, view_mask)["image_tokens"])
+    with torch.no_grad():
+        placed.fusion_positions.normal_()
+    after = placed.encode_study(images, view_ids, view_mask)["image_tokens"]
+    assert not torch.allclose(before, after)  # the positions reach the fusion's image tokens

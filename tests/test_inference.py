@@ -314,12 +314,16 @@ def test_a_scored_index_ranks_studies_by_its_scoring_and_text_queries_by_cosine(
     assert by_text[0].report_uid == "R1" and by_text[0].score == pytest.approx(1.0, abs=2e-3)
 
 
-def test_a_convolutional_tower_runs_folded_and_channels_last_with_the_eager_answers(served, tmp_path):
+def test_a_convolutional_tower_with_fusion_positions_runs_folded_and_channels_last_with_the_eager_answers(
+        served, tmp_path):
     _, study = served
     overrides = {**TINY_OVERRIDES, "vision": {"timm_name": "resnet18", "image_size": 32, "timm_kwargs": {
-        "channels": [8, 16, 32, 64], "stem_width": 8, "output_stride": 16}, "train_mask_ratio": 0.0}}
+        "channels": [8, 16, 32, 64], "stem_width": 8, "output_stride": 16}, "train_mask_ratio": 0.0},
+        "fusion": {**TINY_OVERRIDES["fusion"], "image_positions": True}}
     torch.manual_seed(0)
     model = build_vqa_model("mvcm-tiny-cnn", ANSWERS, True, overrides)
+    with torch.no_grad():
+        model.fusion_positions.normal_(std=0.5)  # trained positions: the fast path must add them as well
     for norm in (m for m in model.vision.modules() if isinstance(m, torch.nn.BatchNorm2d)):
         norm.running_mean.uniform_(-0.5, 0.5)  # statistics a trained tower would have: folding must use them
         norm.running_var.uniform_(0.5, 2.0)

@@ -91,7 +91,8 @@ def build_vqa_model(init: str, answers: list[str], gca: bool, overrides: dict[st
         "vqa_answers": answers, "vqa_gca": gca, "vqa_prior_token_ids": prior_ids}}))
     model = create_model(cfg)
     if Path(init).is_dir():
-        load_weights_into(model, init, allow_missing=("vqa_head.",), allow_unused=("vqa_head.",))
+        # a VQA head, and fusion positions when fine-tuning adds them, are new on a pretrained init
+        load_weights_into(model, init, allow_missing=("vqa_head.", "fusion_positions"), allow_unused=("vqa_head.",))
     return model
 
 

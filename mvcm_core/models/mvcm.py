@@ -44,6 +44,10 @@ class MVCM(nn.Module):
         self.text_to_width = nn.Linear(self.text.width, width)
         self.view_embedding = nn.Embedding(NUM_VIEW_TYPES, width)
         self.missing_view_token = nn.Parameter(torch.randn(1, width) * 0.02)
+        self.fusion_positions = None
+        if cfg.fusion.image_positions:  # zeros: a model loaded without them behaves exactly as before
+            tokens = self.vision.num_prefix_tokens + self.vision.num_patches
+            self.fusion_positions = nn.Parameter(torch.zeros(1, 1, tokens, width))  # [1, 1, L, W]
         self.fusion = CoAttentionFusion(cfg.fusion)
         self.image_projection = Projection(self.vision.width, heads.embed_dim)
         self.text_projection = Projection(self.text.width, heads.embed_dim)
@@ -67,6 +71,16 @@ class MVCM(nn.Module):
                                           self.vision.num_patches, patch_pixels)
 
     # ----------------------------------------------------------------------------------- images
+
+    def _kept_positions(self, keep_ids: torch.Tensor | None, b: int, v: int, length: int) -> torch.Tensor:
+        """The fusion positions of the tokens the encoder kept: ``[1, 1, L, W]``, or ``[B, V, L, W]`` under MIM."""
+        positions = self.fusion_positions
+        if keep_ids is None:
+            return positions
+        prefix = self.vision.num_prefix_tokens
+        index = torch.cat([torch.arange(prefix, device=keep_ids.device).expand(keep_ids.shape[0], -1),
+                           keep_ids + prefix], dim=1)  # [B*V, prefix + K]
+        return positions[0, 0][index].view(b, v, length, -1)  # [B*V, L] -> [B, V, L, W]
     def random_keep(self, count: int, ratio: float, generator: torch.Generator | None = None,
                     device: torch.device | None = None, seeds: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -106,6 +120,8 @@ class MVCM(nn.Module):
         view_embeds = F.normalize(self.image_projection(view_features), dim=-1)
         study = self.image_to_width(tokens).view(b, v, length, -1)  # [B*V, L, W] -> [B, V, L, W]
         study = study + self.view_embedding(view_ids).unsqueeze(2)
+        if self.fusion_positions is not None:
+            study = study + self._kept_positions(keep_ids, b, v, length)
         missing = self.missing_view_token.to(study.dtype) + self.view_embedding(view_ids)  # [B, V, W]
         first = torch.where(present, study[:, :, 0], missing)  # absent views keep one learned token
         study = torch.cat([first.unsqueeze(2), study[:, :, 1:]], dim=2)
