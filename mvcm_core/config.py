@@ -69,6 +69,8 @@ class HeadCfg:
     vqa_answers: list[str] = field(default_factory=list)  # answer vocabulary (train split); [] = no VQA head
     vqa_gca: bool = True  # AMiF gated cross-attention over the answer-vocabulary prior
     vqa_prior_token_ids: list[int] = field(default_factory=list)  # token ids of the prior's words
+    vqa_regions: int = 0  # > 0: the classifier also reads each view's fused tokens pooled over an n × n grid
+    # of its cells (left / right, upper / lower); a plain mean over every token cannot say where a finding is
 
 
 @dataclass

@@ -227,7 +227,8 @@ class FastPath:
             rows_mask = None if text_mask is None else text_mask.expand(len(rows), -1) if text_mask.shape[0] == 1 \
                 else text_mask[rows]
             record = keep_weights and rows[0] == 0
-            group_logits, group_weights = self._fuse_and_classify(rows_text, rows_mask, image, image_mask, record)
+            group_logits, group_weights = self._fuse_and_classify(
+                rows_text, rows_mask, image, image_mask, record, ([layouts[r] for r in rows], study.token_valid.numel()))
             for position, row in enumerate(rows):
                 logits[row] = group_logits[position]
             if record:
@@ -265,8 +266,8 @@ class FastPath:
         return table, layout
 
     def _fuse_and_classify(self, text: torch.Tensor, text_mask: torch.Tensor | None, image: torch.Tensor,
-                           image_mask: torch.Tensor | None, keep_weights: bool
-                           ) -> tuple[torch.Tensor, torch.Tensor | None]:
+                           image_mask: torch.Tensor | None, keep_weights: bool,
+                           layouts: tuple[list[torch.Tensor], int]) -> tuple[torch.Tensor, torch.Tensor | None]:
         model = self.model
         attention = model.fusion.text_layers[-1].cross_attn
         attention.keep_weights = keep_weights
@@ -275,11 +276,24 @@ class FastPath:
             weights = attention.last_weights
         finally:
             attention.keep_weights, attention.last_weights = False, None
+        if model.vqa_head.regions is not None:  # region pooling reads the plain path's token layout
+            image_fused, image_mask = self._scatter_rows(image_fused, *layouts)
         if self.prior_kv is not None:
             logits = model.vqa_head(text_fused, text_mask, image_fused, image_mask, prior_kv=self.prior_kv)
         else:
             logits = model.vqa_head(text_fused, text_mask, image_fused, image_mask, None)
         return logits, weights
+
+    @staticmethod
+    def _scatter_rows(image: torch.Tensor, layouts: list[torch.Tensor], total: int
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Fused rows ``[G, n, W]`` back in the plain path's ``[G, V*L, W]`` layout, and its real-token mask."""
+        full = image.new_zeros(image.shape[0], total, image.shape[-1])
+        mask = torch.zeros(image.shape[0], total, dtype=torch.bool)
+        for row, layout in enumerate(layouts):
+            full[row, layout] = image[row, : len(layout)]
+            mask[row, layout] = True
+        return full, mask
 
     @staticmethod
     def _full_layout(weights: torch.Tensor, kept: torch.Tensor, total: int) -> torch.Tensor:

@@ -314,12 +314,13 @@ def test_a_scored_index_ranks_studies_by_its_scoring_and_text_queries_by_cosine(
     assert by_text[0].report_uid == "R1" and by_text[0].score == pytest.approx(1.0, abs=2e-3)
 
 
-def test_a_convolutional_tower_with_fusion_positions_runs_folded_and_channels_last_with_the_eager_answers(
+def test_a_cnn_tower_with_fusion_positions_and_region_pooling_runs_folded_and_channels_last_as_eager(
         served, tmp_path):
     _, study = served
     overrides = {**TINY_OVERRIDES, "vision": {"timm_name": "resnet18", "image_size": 32, "timm_kwargs": {
         "channels": [8, 16, 32, 64], "stem_width": 8, "output_stride": 16}, "train_mask_ratio": 0.0},
-        "fusion": {**TINY_OVERRIDES["fusion"], "image_positions": True}}
+        "fusion": {**TINY_OVERRIDES["fusion"], "image_positions": True},
+        "heads": {**TINY_OVERRIDES["heads"], "vqa_regions": 2}}
     torch.manual_seed(0)
     model = build_vqa_model("mvcm-tiny-cnn", ANSWERS, True, overrides)
     with torch.no_grad():
@@ -331,6 +332,7 @@ def test_a_convolutional_tower_with_fusion_positions_runs_folded_and_channels_la
         norm.bias.data.uniform_(-0.2, 0.2)
     eager, fast = _paths(save_pretrained(model, tmp_path / "cnn"))
     assert fast.fast.channels_last and fast.fast.model is not eager.model
+    assert fast.fast.model.vqa_head.regions.shape == (2 * 2 * 2, 2 * 5)  # 2 views × 2×2 regions, 1 + 2×2 tokens
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.fast.model.vision.modules())
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in eager.model.vision.modules()) > 0  # baseline untouched
     for question in QUESTIONS:

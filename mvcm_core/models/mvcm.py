@@ -20,7 +20,7 @@ from mvcm_core.models.fusion import CoAttentionFusion
 from mvcm_core.models.heads import MIMDecoder, Projection, TiedMLMHead
 from mvcm_core.models.text import TextEncoder
 from mvcm_core.models.vision import ImageEncoder
-from mvcm_core.models.vqa import VQAHead
+from mvcm_core.models.vqa import VQAHead, region_weights
 
 NUM_VIEW_TYPES = 3
 
@@ -61,7 +61,11 @@ class MVCM(nn.Module):
         self.mlm_head = TiedMLMHead(width, self.text.word_embeddings)
         self.vqa_head = None
         if heads.vqa_answers:
-            self.vqa_head = VQAHead(width, len(heads.vqa_answers), cfg.fusion.heads, heads.vqa_gca)
+            regions = None
+            if heads.vqa_regions:
+                grid = round(self.vision.num_patches ** 0.5)
+                regions = region_weights(cfg.vision.max_views, self.vision.num_prefix_tokens, grid, heads.vqa_regions)
+            self.vqa_head = VQAHead(width, len(heads.vqa_answers), cfg.fusion.heads, heads.vqa_gca, regions)
             self.register_buffer("vqa_prior_ids", torch.tensor(heads.vqa_prior_token_ids, dtype=torch.long),
                                  persistent=False)
         self.mim_decoder = None

@@ -63,13 +63,37 @@ class GatedCrossAttention(nn.Module):
         return self.out_norm(mixed + self.out_mlp(mixed))
 
 
-class VQAHead(nn.Module):
-    """``(fused text [B,T,W], fused image [B,P,W], masks, prior [A_w, W] | None) -> logits [B, A]``."""
+def region_weights(views: int, prefix: int, grid: int, regions: int) -> torch.Tensor:
+    """``[V * n * n, V * (prefix + grid²)]`` 0/1: which study tokens fall in each view's grid region.
 
-    def __init__(self, width: int, num_answers: int, heads: int, gca: bool) -> None:
+    Each view's tokens are its ``prefix`` tokens, then its ``grid × grid`` cells row by row; the
+    prefix tokens belong to no region.
+    """
+    if regions < 1 or grid % regions:
+        raise ValueError(f"a {grid}×{grid} token grid cannot be split into {regions}×{regions} regions")
+    length = prefix + grid * grid
+    weights = torch.zeros(views * regions * regions, views * length)
+    cells = torch.arange(grid * grid)
+    region = (cells // grid) // (grid // regions) * regions + (cells % grid) // (grid // regions)  # [grid²]
+    for view in range(views):
+        weights[view * regions * regions + region, view * length + prefix + cells] = 1.0
+    return weights
+
+
+class VQAHead(nn.Module):
+    """``(fused text [B,T,W], fused image [B,P,W], masks, prior [A_w, W] | None) -> logits [B, A]``.
+
+    The classifier reads the text [CLS], the mean of the image tokens and, with ``regions``
+    (``[R, P]`` from :func:`region_weights`), the mean of each region's real tokens.
+    """
+
+    def __init__(self, width: int, num_answers: int, heads: int, gca: bool,
+                 regions: torch.Tensor | None = None) -> None:
         super().__init__()
         self.gca = GatedCrossAttention(width, heads) if gca else None
-        self.classifier = nn.Sequential(nn.Linear(2 * width, 2 * width), nn.LayerNorm(2 * width), nn.GELU(),
+        self.register_buffer("regions", regions, persistent=False)
+        inputs = (2 + (0 if regions is None else regions.shape[0])) * width
+        self.classifier = nn.Sequential(nn.Linear(inputs, 2 * width), nn.LayerNorm(2 * width), nn.GELU(),
                                         nn.Linear(2 * width, num_answers))
 
     def forward(self, text: torch.Tensor, text_mask: torch.Tensor | None, image: torch.Tensor,
@@ -86,4 +110,12 @@ class VQAHead(nn.Module):
         else:
             image_weights = image_mask.unsqueeze(-1).to(image.dtype)
             pooled_image = (image * image_weights).sum(1) / image_weights.sum(1).clamp_min(1.0)
-        return self.classifier(torch.cat([text[:, 0], pooled_image], dim=-1))
+        features = [text[:, 0], pooled_image]
+        if self.regions is not None:
+            real = torch.ones(image.shape[:2], dtype=image.dtype, device=image.device) if image_mask is None \
+                else image_mask.to(image.dtype)  # [B, P]
+            weights = self.regions.to(image.dtype)  # [R, P]
+            sums = torch.einsum("rp,bpw->brw", weights, image * real.unsqueeze(-1))  # [B, R, W]
+            counts = torch.einsum("rp,bp->br", weights, real).clamp_min(1.0)  # [B, R]
+            features.append((sums / counts.unsqueeze(-1)).flatten(1))  # [B, R, W] -> [B, R*W]
+        return self.classifier(torch.cat(features, dim=-1))
