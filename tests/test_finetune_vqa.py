@@ -11,7 +11,7 @@ from conftest import TINY_OVERRIDES
 from mvcm_core.checkpoint import load_pretrained, save_pretrained
 from mvcm_core.factory import create_model
 from mvcm_core.models.vqa import answer_prior_words
-from training.finetune_vqa import CLEAN, LITERATURE, finetune
+from training.finetune_vqa import CLEAN, LITERATURE, answer_loss, finetune
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +55,25 @@ def test_multi_view_studies_gca_off_single_view_and_literature_protocol(tiny_che
     model = load_pretrained(run / "checkpoint")
     assert set(model.cfg.heads.vqa_answers) == train_answers  # vocabulary from train only
     assert model.vqa_head.gca is None and model.manifest["metrics"]["vqa_finetune"]["views"] == "lateral"
-    leaky = config(tiny_checkpoint, "mvcm-qa", data, tmp_path / "b", vocabulary="train+test")
+    leaky = config(tiny_checkpoint, "mvcm-qa", data, tmp_path / "b", vocabulary="train+test",
+                   loss_weights={"laterality": 3.0})
     leaky["selection"] = {"select_on_test": True}
     model = load_pretrained(finetune(leaky) / "checkpoint")
     assert set(model.cfg.heads.vqa_answers) >= train_answers
     assert model.manifest["metrics"]["vqa_finetune"]["selection"] == LITERATURE
+    assert model.manifest["metrics"]["vqa_finetune"]["loss_weights"] == {"laterality": 3.0}
+
+
+def test_answer_loss_weights_questions_by_content_type():
+    torch.manual_seed(0)
+    logits, targets = torch.randn(4, 5), torch.tensor([0, 3, -100, 2])
+    kinds = ["presence", "laterality", "laterality", "presence"]
+    plain = torch.nn.functional.cross_entropy(logits, targets, ignore_index=-100)
+    assert torch.equal(answer_loss(logits, targets, kinds, None), plain)
+    assert torch.allclose(answer_loss(logits, targets, kinds, {"laterality": 1.0}), plain)
+    each = torch.nn.functional.cross_entropy(logits, targets, ignore_index=-100, reduction="none")
+    expected = (each[0] + 4 * each[1] + each[3]) / 6  # the out-of-vocabulary question weighs nothing
+    assert torch.allclose(answer_loss(logits, targets, kinds, {"laterality": 4.0}), expected)
 
 
 def test_answer_prior_keeps_words_that_are_substrings_of_earlier_words():

@@ -115,6 +115,20 @@ def accuracy(examples: list[VQAExample], predictions: dict[str, dict[str, Any]])
     return sum(predictions[e.qid]["answer"] == e.answer for e in examples) / max(1, len(examples))
 
 
+def answer_loss(logits: torch.Tensor, targets: torch.Tensor, content_types: Sequence[str],
+                weights: dict[str, float] | None) -> torch.Tensor:
+    """Cross-entropy over ``logits [B, A]``; with ``weights``, each question weighted by its content type.
+
+    The weighted loss is normalised by the total weight of the in-vocabulary questions, so weights of 1
+    give the plain mean.
+    """
+    if not weights:
+        return torch.nn.functional.cross_entropy(logits.float(), targets, ignore_index=-100)
+    per_question = torch.nn.functional.cross_entropy(logits.float(), targets, ignore_index=-100, reduction="none")
+    scale = torch.tensor([float(weights.get(kind, 1.0)) for kind in content_types]) * (targets != -100)  # [B]
+    return (per_question * scale).sum() / scale.sum().clamp_min(1e-8)
+
+
 def finetune(config: dict[str, Any]) -> Path:
     """Fine-tune, select the best epoch, save the checkpoint; returns the run folder."""
     run, train_cfg, vqa_cfg = Path(config["out"]), config["train"], config.get("vqa", {})
@@ -149,7 +163,7 @@ def finetune(config: dict[str, Any]) -> Path:
         for batch in tqdm(batches, total=steps_per_epoch, desc=f"vqa epoch {epoch + 1}", leave=False):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(train_cfg.get("bf16", False))):
                 logits = model.vqa_logits(batch)
-            loss = torch.nn.functional.cross_entropy(logits.float(), batch["answer_index"], ignore_index=-100)
+            loss = answer_loss(logits, batch["answer_index"], batch["content_types"], vqa_cfg.get("loss_weights"))
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
             optimizer.step()
@@ -166,7 +180,7 @@ def finetune(config: dict[str, Any]) -> Path:
     metrics = {"selection": protocol, "selection_split": "test" if select_on_test else "val",
                "selection_accuracy": best[0], "best_epoch": best[1] + 1, "answers": len(answers), "steps_per_epoch": steps_per_epoch,
                "vocabulary": vqa_cfg.get("vocabulary", "train"), "views": vqa_cfg.get("views", "both"),
-               "gca": bool(vqa_cfg.get("gca", True))}
+               "gca": bool(vqa_cfg.get("gca", True)), "loss_weights": vqa_cfg.get("loss_weights") or {}}
     save_pretrained(model, run / "checkpoint", metrics={"vqa_finetune": metrics},
                     provenance={"data": config["data"], "init": str(config["init"])},
                     command=config.get("command", "python -m training.finetune_vqa"))

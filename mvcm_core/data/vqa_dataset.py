@@ -137,6 +137,7 @@ class VQACollator:
         batch["input_ids"], batch["attention_mask"] = encoded["input_ids"], encoded["attention_mask"]
         batch["answer_index"] = torch.tensor([index for _, index in items], dtype=torch.long)
         batch["qids"] = [example.qid for example, _ in items]
+        batch["content_types"] = [example.content_type for example, _ in items]
         return batch
 
 
