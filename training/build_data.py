@@ -92,14 +92,19 @@ def random_sources(count: int, seed: int) -> tuple[list[ReportSource], dict[str,
     return sources, {"reports": "random structured findings with templated text (no real reports)"}
 
 
+def study_inputs(study: dict[str, Any], size: int) -> np.ndarray:
+    """``[2, size, size]`` uint8 model inputs (PA, LL) of one ``render_study`` output."""
+    return np.stack([view_to_input(study[v]["stored"].astype(np.float32) / STORED_MAX, size) for v in ("PA", "LL")])
+
+
 def _render_one(job: tuple[int, list[dict[str, Any]], int, int, int]) -> tuple[int, np.ndarray, dict[str, Any]]:
     """Worker: render one study and convert both views to model inputs."""
     from mvcm_core.data.phantom.render import render_study
 
     row, findings, seed, size, anatomies = job
     study = render_study([Finding.from_dict(f) for f in findings], seed=seed, size=max(size, 128), pool=anatomies)
-    views = np.stack([view_to_input(study[v]["stored"].astype(np.float32) / STORED_MAX, size) for v in ("PA", "LL")])
-    return row, views, {"visibility": study["meta"]["visibility"], "anatomy_id": study["meta"]["anatomy_id"]}
+    meta = study["meta"]
+    return row, study_inputs(study, size), {"visibility": meta["visibility"], "anatomy_id": meta["anatomy_id"]}
 
 
 def render_all(sources: list[ReportSource], size: int, workers: int, anatomies: int = 64

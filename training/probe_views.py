@@ -29,8 +29,7 @@ from mvcm_core.data.findings import Finding
 from mvcm_core.data.phantom import findings3d
 from mvcm_core.data.phantom.render import render_study
 from mvcm_core.data.phantom.sampler import sample_findings
-from mvcm_core.data.transforms import view_to_input
-from training.build_data import STORED_MAX
+from training.build_data import study_inputs
 
 VIEW_SLOTS = {"PA": [0], "LL": [1], "both": [0, 1]}
 
@@ -53,8 +52,7 @@ def render_pairs(count: int, size: int, seed: int, fill: tuple[float, float],
                 side = str(rng.choice(["left", "right"]))
                 findings.append(dataclasses.replace(finding, side=side))
             study = render_study(findings, int(rng.integers(2**31)), max(size, 64))
-            images[row] = np.stack([view_to_input(study[v]["stored"].astype(np.float32) / STORED_MAX, size)
-                                    for v in ("PA", "LL")])  # as training.build_data makes model inputs
+            images[row] = study_inputs(study, size)  # as training.build_data makes model inputs
     finally:
         findings3d.SMALL_EFFUSION_FILL = saved
     return images, labels

@@ -28,6 +28,12 @@ def keep_pil_blocks(count: int = PIL_BLOCKS_KEPT) -> int:
 keep_pil_blocks()
 
 
+def longest_side_shape(rows: int, cols: int, size: int) -> tuple[int, int]:
+    """``(rows, cols)`` scaled so the longest side is ``size`` (aspect ratio kept, each side ≥ 1)."""
+    scale = size / max(rows, cols)
+    return max(1, round(rows * scale)), max(1, round(cols * scale))
+
+
 def resize_longest(image: np.ndarray, size: int) -> np.ndarray:
     """Resize a ``[rows, cols]`` float image so its longest side is ``size`` (aspect ratio kept).
 
@@ -36,8 +42,7 @@ def resize_longest(image: np.ndarray, size: int) -> np.ndarray:
     if image.ndim != 2:
         raise ValueError(f"expected a 2-D image, got shape {image.shape}")
     rows, cols = image.shape
-    scale = size / max(rows, cols)
-    new_rows, new_cols = max(1, round(rows * scale)), max(1, round(cols * scale))
+    new_rows, new_cols = longest_side_shape(rows, cols, size)
     if (new_rows, new_cols) == (rows, cols):
         return image.astype(np.float32, copy=False)
     resized = Image.fromarray(image.astype(np.float32, copy=False), mode="F").resize(
@@ -53,8 +58,7 @@ def resize_band(band: np.ndarray, size: int, full_shape: tuple[int, int], levels
     shifted by ``(2^levels − 1) / 2`` full pixels; the output size follows ``full_shape``.
     """
     rows, cols = full_shape
-    scale = size / max(rows, cols)
-    new_rows, new_cols = max(1, round(rows * scale)), max(1, round(cols * scale))
+    new_rows, new_cols = longest_side_shape(rows, cols, size)  # what resize_longest makes of the full image
     step = 2 ** levels
     start = 0.5 - 0.5 / step  # full edge coordinate x sits at band coordinate (x - 0.5) / step + 0.5
     band_rows, band_cols = band.shape

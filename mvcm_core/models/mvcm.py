@@ -75,7 +75,6 @@ class MVCM(nn.Module):
                                           self.vision.num_patches, patch_pixels)
 
     # ----------------------------------------------------------------------------------- images
-
     def _kept_positions(self, keep_ids: torch.Tensor | None, b: int, v: int, length: int) -> torch.Tensor:
         """The fusion positions of the tokens the encoder kept: ``[1, 1, L, W]``, or ``[B, V, L, W]`` under MIM."""
         positions = self.fusion_positions
@@ -85,6 +84,7 @@ class MVCM(nn.Module):
         index = torch.cat([torch.arange(prefix, device=keep_ids.device).expand(keep_ids.shape[0], -1),
                            keep_ids + prefix], dim=1)  # [B*V, prefix + K]
         return positions[0, 0][index].view(b, v, length, -1)  # [B*V, L] -> [B, V, L, W]
+
     def random_keep(self, count: int, ratio: float, generator: torch.Generator | None = None,
                     device: torch.device | None = None, seeds: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
