@@ -12,7 +12,8 @@ is the work done per study (figures and what did not win: ``PERFORMANCE.md``):
   values are computed once at load time;
 - a row that leaves a view out drops that view's masked tokens instead of masking them (masked
   tokens never reach an unmasked output, so the result is the same with half the tokens), and no
-  attention mask is built when every token is real;
+  attention mask is built when every token is real; the head's gated cross-attention, token by token, also runs on the
+  kept tokens only, before region pooling puts them back in the full layout;
 - bf16 weights and activations where the CPU computes bf16 natively (AVX-512 BF16 or AMX), fp32
   elsewhere; ``MVCM_PRECISION=fp32|bf16`` overrides the choice;
 - a convolutional tower has its batch norms folded into the preceding convolutions and runs
@@ -276,13 +277,12 @@ class FastPath:
             weights = attention.last_weights
         finally:
             attention.keep_weights, attention.last_weights = False, None
-        if model.vqa_head.regions is not None:  # region pooling reads the plain path's token layout
+        head = model.vqa_head
+        if self.prior_kv is not None:  # per token, so on the kept tokens only
+            text_fused, image_fused = head.inject_prior(text_fused, image_fused, prior_kv=self.prior_kv)
+        if head.regions is not None:  # region pooling reads the plain path's token layout
             image_fused, image_mask = self._scatter_rows(image_fused, *layouts)
-        if self.prior_kv is not None:
-            logits = model.vqa_head(text_fused, text_mask, image_fused, image_mask, prior_kv=self.prior_kv)
-        else:
-            logits = model.vqa_head(text_fused, text_mask, image_fused, image_mask, None)
-        return logits, weights
+        return head.classify(text_fused, image_fused, image_mask), weights
 
     @staticmethod
     def _scatter_rows(image: torch.Tensor, layouts: list[torch.Tensor], total: int

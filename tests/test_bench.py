@@ -26,15 +26,17 @@ def test_mvcm_bench_refuses_unknown_sections(capsys):
 
 
 def _predictor(median: float, speedup: float, ratio: float) -> dict:
-    row = {"median_ms": median, "p95_ms": median * 1.2, "precision": "bf16", "gflop_per_study": 1.0,
-           "flop_bound_ms": median / ratio, "ratio_to_bound": ratio}
-    return {"paths": [{**row, "median_ms": median * speedup, "ratio_to_bound": ratio * speedup}, row],
-            "speedup_vs_baseline": speedup}
+    row = {"path": "optimised: answer_and_retrieve()", "median_ms": median, "p95_ms": median * 1.2,
+           "precision": "bf16", "gflop_per_study": 1.0, "flop_bound_ms": median / ratio, "ratio_to_bound": ratio}
+    baseline = {**row, "path": "baseline", "median_ms": median * speedup, "ratio_to_bound": ratio * speedup}
+    one_thread = {**row, "path": "optimised, 1 thread", "ratio_to_bound": ratio + 0.4}
+    return {"paths": [baseline, row, one_thread], "speedup_vs_baseline": speedup}
 
 
 @pytest.mark.parametrize(("median", "speedup", "ratio", "verdicts"), [
-    (40.0, 3.0, 2.0, ["pass", "-", "pass", "pass"]),
-    (160.0, 1.5, 3.0, ["FAIL", "-", "FAIL", "FAIL"]),
+    (40.0, 3.0, 2.0, ["pass", "-", "pass", "pass", "pass"]),
+    (40.0, 3.0, 2.3, ["pass", "-", "pass", "pass", "FAIL"]),  # the 1-thread row has its own verdict
+    (160.0, 1.5, 3.0, ["FAIL", "-", "FAIL", "FAIL", "FAIL"]),
 ])
 def test_the_summary_table_passes_and_fails_on_the_targets(median, speedup, ratio, verdicts):
     table = bench_cmd.markdown({"predictor": {"bench_predictor": _predictor(median, speedup, ratio)}})

@@ -101,10 +101,20 @@ class VQAHead(nn.Module):
                 prior_kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """Logits ``[B, A]``; ``image_mask`` None = every image token is real; ``prior_kv`` = a cached prior."""
         if self.gca is not None:
-            if prior is None and prior_kv is None:
-                raise ValueError("the gated cross-attention head needs the answer prior")
-            tokens = self.gca(torch.cat([text, image], dim=1), prior, prior_kv)  # [B, T + P, W]
-            text, image = tokens[:, : text.shape[1]], tokens[:, text.shape[1]:]
+            text, image = self.inject_prior(text, image, prior, prior_kv)
+        return self.classify(text, image, image_mask)
+
+    def inject_prior(self, text: torch.Tensor, image: torch.Tensor, prior: torch.Tensor | None = None,
+                     prior_kv: tuple[torch.Tensor, torch.Tensor] | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The gated cross-attention on every token; each token independently, so masks are not needed."""
+        if prior is None and prior_kv is None:
+            raise ValueError("the gated cross-attention head needs the answer prior")
+        tokens = self.gca(torch.cat([text, image], dim=1), prior, prior_kv)  # [B, T + P, W]
+        return tokens[:, : text.shape[1]], tokens[:, text.shape[1]:]
+
+    def classify(self, text: torch.Tensor, image: torch.Tensor, image_mask: torch.Tensor | None) -> torch.Tensor:
+        """Logits ``[B, A]`` from the text [CLS], the image mean and the region means (after the prior)."""
         if image_mask is None:
             pooled_image = image.mean(1)
         else:
