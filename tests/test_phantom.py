@@ -107,3 +107,20 @@ def test_cli_writes_studies_that_inspect_reads(tmp_path, capsys):
     assert len(dicoms) == 6 and all(f["status"] == "ok" for f in dicoms)
     # inspect also reports the sidecars: PNG previews as an "uploaded images" study, report.txt and
     # findings.json as rejected non-images (see docs/phantom.md, "Known limitations")
+
+
+def test_plan_study_makes_the_placements_of_the_render_and_depth_runs_front_to_back():
+    from mvcm_core.data.phantom.render import lesion_depths, plan_study, render_study
+
+    findings = [Finding("opacity", side="left", lobe="lower"), Finding("nodule", side="right", lobe="upper"),
+                Finding("pleural effusion", side="right", severity="small")]
+    study = render_study(findings, seed=11, size=32, pool=2)
+    anat, plan = plan_study(findings, seed=11, pool=2)
+    assert plan.records == study["meta"]["placements"]
+    depths = study["meta"]["depths"]
+    assert [d["term"] for d in depths] == ["opacity", "nodule"] and depths == lesion_depths(plan.records, anat)
+    assert all(-1.2 < d["depth"] < 1.2 for d in depths)
+    _, y_centre, _, half_depth = anat.lung_ellipse(1, np.array(0.0))  # +y is posterior (the PA detector is at -y)
+    behind = [{"term": "mass", "placements": [{"side": "left", "centre_cm": [5.0, float(y_centre + 0.5 * half_depth), 0.0]}]}]
+    assert lesion_depths(behind, anat)[0]["depth"] == pytest.approx(0.5, abs=1e-3)
+    assert anat.front_y() < y_centre

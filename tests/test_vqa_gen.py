@@ -185,3 +185,37 @@ def test_findings_finer_than_two_pixels_get_no_question_at_that_size():
     abnormality = [r for r in by_study["G2"] if r["content_type"] == "abnormality"]
     assert normality[0]["answer"] == "no" and abnormality[0]["answer"] == "cardiomegaly"
     assert generate_vqa(corpus(), image_size=128) == generate_vqa(corpus())  # only those findings change
+
+
+@dataclass
+class PlacedStudy(Study):
+    depths: list[dict] = field(default_factory=list)
+
+
+def test_depth_questions_come_from_the_placements_and_need_the_lateral():
+    def placed(study_id: str, depths: list[tuple[str, float]]) -> PlacedStudy:
+        findings = [Finding(term, side="left") for term in dict.fromkeys(t for t, _ in depths)]
+        return PlacedStudy(study_id, "train", findings, depths=[{"term": t, "side": "left", "depth": d}
+                                                                for t, d in depths])
+
+    studies = [placed("P1", [("opacity", 0.6)]), placed("A1", [("nodule", -0.4), ("nodule", -0.3)]),
+               placed("M1", [("opacity", 0.1)]),  # near the middle: not asked
+               placed("X1", [("opacity", 0.5), ("opacity", -0.5)])]  # one in front, one behind: not asked
+    asked = {r["study_id"]: r for r in generate_vqa(studies, seed=0) if r["content_type"] == "depth"}
+    assert set(asked) == {"P1", "A1"}
+    assert asked["P1"]["answer"] == "posterior" and asked["A1"]["answer"] == "anterior"
+    assert all(r["required_view"] == "lateral" and r["answer_type"] == "OPEN" for r in asked.values())
+    assert "nodule" in asked["A1"]["question"] and asked["A1"]["term"] == "nodule"
+    assert "depth" in QUESTION_TYPES
+
+
+def test_depths_add_questions_without_changing_the_others():
+    plain = corpus()
+    with_depths = [PlacedStudy(s.study_id, s.split, s.findings, s.unmapped_mesh,
+                               depths=[{"term": "opacity", "side": "left", "depth": 0.7}] if s.study_id == "O1" else [])
+                   for s in plain]
+    before = [{k: v for k, v in r.items() if k != "qid"} for r in generate_vqa(plain, seed=3)]
+    after = [{k: v for k, v in r.items() if k != "qid"} for r in generate_vqa(with_depths, seed=3)]
+    added = [r for r in after if r not in before]
+    assert [r["content_type"] for r in added] == ["depth"] and added[0]["study_id"] == "O1"
+    assert [r for r in after if r["content_type"] != "depth"] == before

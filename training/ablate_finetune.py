@@ -25,7 +25,7 @@ from training.evaluate import main as evaluate_main
 from training.finetune_vqa import finetune
 from training.params import apply_overrides, load_yaml
 
-METRICS = ("overall", "closed", "open", "view-dependent", "lateral-view", "frontal-view")
+METRICS = ("overall", "closed", "open", "view-dependent", "lateral-view", "frontal-view", "depth")
 
 
 def summarise(result: dict[str, Any]) -> dict[str, float]:
@@ -38,7 +38,8 @@ def summarise(result: dict[str, Any]) -> dict[str, float]:
             "overall": vqa["overall"]["accuracy"], "closed": vqa["conventions"]["yes_no"]["closed"]["accuracy"],
             "open": vqa["conventions"]["yes_no"]["open"]["accuracy"],
             "lateral-view": by_view.get("lateral", {}).get("accuracy", float("nan")),
-            "frontal-view": by_view.get("frontal", {}).get("accuracy", float("nan"))}
+            "frontal-view": by_view.get("frontal", {}).get("accuracy", float("nan")),
+            "depth": vqa.get("by_content_type", {}).get("depth", {}).get("accuracy", float("nan"))}
 
 
 def run_variant(name: str, base: dict[str, Any], changes: dict[str, Any], seeds: Sequence[int], root: Path

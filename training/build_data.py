@@ -1,6 +1,7 @@
 """Build the simulated multi-view dataset: real Open-I reports rendered as PA + lateral phantom studies.
 
-``python -m training.build_data --out DATA [--size 128] [--renders 2] [--limit N] [--source openi|random]``
+``python -m training.build_data --out DATA [--size 128] [--renders 2] [--limit N] [--source openi|random]``;
+``python -m training.build_data --out DATA --refresh-questions`` regenerates the questions only.
 
 For every report (train split: ``--renders`` renders with different seeds / patients; val and test:
 one), the phantom renders a PA and a left-lateral radiograph carrying the report's structured
@@ -51,6 +52,7 @@ class ReportSource:
     study_id: str = ""
     render_seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    depths: list[dict[str, Any]] = field(default_factory=list)  # rendered lesions, front to back
 
 
 def study_seed(seed: int, uid: str, render: int) -> int:
@@ -104,7 +106,8 @@ def _render_one(job: tuple[int, list[dict[str, Any]], int, int, int]) -> tuple[i
     row, findings, seed, size, anatomies = job
     study = render_study([Finding.from_dict(f) for f in findings], seed=seed, size=max(size, 128), pool=anatomies)
     meta = study["meta"]
-    return row, study_inputs(study, size), {"visibility": meta["visibility"], "anatomy_id": meta["anatomy_id"]}
+    return row, study_inputs(study, size), {"visibility": meta["visibility"], "anatomy_id": meta["anatomy_id"],
+                                            "depths": meta["depths"]}
 
 
 def render_all(sources: list[ReportSource], size: int, workers: int, anatomies: int = 64
@@ -151,6 +154,7 @@ def build_dataset(out: str | Path, *, size: int = 128, source: str = "openi", li
     groups: dict[str, int] = {}
     rows = []
     for s, extra in zip(sources, extras):
+        s.depths = extra.get("depths", [])
         group = groups.setdefault(normalise_report_text(s.text), len(groups))
         rows.append({"study_id": s.study_id, "report_uid": s.uid, "split": s.split, "views": ["PA", "LATERAL"],
                      "text": s.text, "findings": [f.to_dict() for f in s.findings],
@@ -161,10 +165,7 @@ def build_dataset(out: str | Path, *, size: int = 128, source: str = "openi", li
     retrieval = {split: [{"study_id": r["study_id"], "report_uid": r["report_uid"], "group_id": r["group_id"],
                           "labels": r["labels"]} for r in rows if r["split"] == split] for split in ("train", "val", "test")}
     (out / "retrieval.json").write_text(json.dumps(retrieval))
-    qa = generate_vqa(sources, seed=seed, image_size=size)
-    write_qa_json(qa, out / "qa.json")
-    vocab = build_answer_vocab([r for r in qa if r["split"] == "train"])
-    (out / "answer_vocab.json").write_text(json.dumps(vocab, indent=1))
+    qa, vocab = write_questions(out, sources, seed, size)
     if dicom:
         write_dicom_examples(out / "studies", sources, dicom, size, anatomies)
     card = {"provenance": provenance, "size": size, "renders_per_train_report": renders, "seed": seed,
@@ -179,6 +180,44 @@ def build_dataset(out: str | Path, *, size: int = 128, source: str = "openi", li
             "seconds": round(time.perf_counter() - started, 1)}
     (out / "data_card.json").write_text(json.dumps(card, indent=2))
     return out
+
+
+def write_questions(out: Path, sources: list[ReportSource], seed: int, size: int
+                    ) -> tuple[list[dict[str, Any]], list[str]]:
+    """Write ``qa.json`` and the train-split answer vocabulary of these sources; return both."""
+    qa = generate_vqa(sources, seed=seed, image_size=size)
+    write_qa_json(qa, out / "qa.json")
+    vocab = build_answer_vocab([r for r in qa if r["split"] == "train"])
+    (out / "answer_vocab.json").write_text(json.dumps(vocab, indent=1))
+    return qa, vocab
+
+
+def refresh_questions(folder: str | Path) -> dict[str, int]:
+    """Regenerate the questions of a built dataset without rendering it again; returns questions per split.
+
+    Lesion depths missing from ``studies.jsonl`` (folders built before they were recorded) are
+    recomputed with :func:`~mvcm_core.data.phantom.render.plan_study`, which makes the placements the
+    render made, and written back.
+    """
+    from mvcm_core.data.phantom.render import lesion_depths, plan_study
+
+    folder = Path(folder)
+    card = json.loads((folder / "data_card.json").read_text())
+    rows = [json.loads(line) for line in (folder / "studies.jsonl").read_text().splitlines() if line.strip()]
+    missing = sorted((r for r in rows if "depths" not in r), key=lambda r: r["render_seed"] % card["anatomies"])
+    for row in tqdm(missing, desc="placements", unit="study"):
+        anat, plan = plan_study([Finding.from_dict(f) for f in row["findings"]], row["render_seed"],
+                                pool=card["anatomies"])
+        row["depths"] = lesion_depths(plan.records, anat)
+    sources = [ReportSource(r["report_uid"], r["split"], r["text"], [Finding.from_dict(f) for f in r["findings"]],
+                            r["fully_mapped"], study_id=r["study_id"], render_seed=r["render_seed"],
+                            depths=r["depths"]) for r in rows]
+    qa, vocab = write_questions(folder, sources, card["seed"], card["size"])
+    write_rows(folder / "studies.jsonl", rows)
+    card["questions"] = {split: sum(q["split"] == split for q in qa) for split in ("train", "val", "test")}
+    card.update(answer_vocab_size=len(vocab), out_of_vocab=out_of_vocab(qa, vocab))
+    (folder / "data_card.json").write_text(json.dumps(card, indent=2))
+    return card["questions"]
 
 
 def write_dicom_examples(folder: Path, sources: list[ReportSource], per_split: int, size: int,
@@ -196,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point (``python -m training.build_data``)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
+    parser.add_argument("--refresh-questions", action="store_true",
+                        help="regenerate qa.json of the existing dataset in --out without rendering")
     parser.add_argument("--size", type=int, default=128)
     parser.add_argument("--source", choices=("openi", "random"), default="openi")
     parser.add_argument("--limit", type=int, help="use about this many reports (keeps the split mix)")
@@ -205,6 +246,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dicom", type=int, default=0, help="also write this many studies per split as DICOM")
     parser.add_argument("--anatomies", type=int, default=64, help="distinct phantom patients (base anatomies)")
     args = parser.parse_args(argv)
+    if args.refresh_questions:
+        print(json.dumps(refresh_questions(args.out)))
+        return 0
     out = build_dataset(args.out, size=args.size, source=args.source, limit=args.limit, renders=args.renders,
                         seed=args.seed, workers=args.workers, dicom=args.dicom, anatomies=args.anatomies)
     print(json.dumps(json.loads((out / "data_card.json").read_text())["counts"]))

@@ -2,10 +2,12 @@
 
 Question types (``content_type``): ``presence`` (yes/no, balanced per finding within a split),
 ``laterality``, ``location``, ``severity``, ``normality`` ("is this study normal?"), ``abnormality``
-("what abnormality is present?", the most salient finding) and ``view`` (questions only one view
-answers). Every record names the view its answer needs (``required_view``): left/right needs the
-frontal view; small effusions, the posterior costophrenic recess and retrocardiac findings need the
-lateral. Output is deterministic for a given seed and input.
+("what abnormality is present?", the most salient finding), ``view`` (questions only one view
+answers) and ``depth`` (is an opacity, nodule or mass anterior or posterior in its lung: asked from
+where the phantom placed it, which a projection does not keep). Every record names the view its
+answer needs (``required_view``): left/right needs the frontal view; depth, small effusions, the
+posterior costophrenic recess and retrocardiac findings need the lateral. Output is deterministic
+for a given seed and input.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any, Protocol
 from mvcm_core.data.findings import Finding
 from mvcm_core.data.phantom.visibility import resolved_at
 
-QUESTION_TYPES = ("presence", "laterality", "location", "severity", "normality", "abnormality", "view")
+QUESTION_TYPES = ("presence", "laterality", "location", "severity", "normality", "abnormality", "view", "depth")
 CLOSED_ANSWERS = ("yes", "no")
 
 # most salient first: the answer to "what abnormality is present?"
@@ -136,7 +138,10 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "Is the posterior costophrenic recess blunted by fluid?",
     ),
     "retrocardiac": ("Is there a retrocardiac opacity?", "Is there an opacity behind the heart?"),
+    "depth": ("Is the {t} anterior or posterior?", "Is the {t} in the front or the back of the lung?",
+              "Does the {t} lie anteriorly or posteriorly?"),
 }
+DEPTH_MARGIN = 0.25  # |depth| (-1 front edge .. +1 back edge of the lung) below this is not asked
 
 
 class StudyLike(Protocol):
@@ -282,6 +287,25 @@ def _study_questions(study: StudyLike, rng: random.Random, image_size: int | Non
         yield from _finding_questions(study, term, grouped[term], rng)
 
 
+def _depth_questions(study: StudyLike, seed: int, image_size: int | None):
+    """"Anterior or posterior?" for each lesion term whose placements all lie clearly to one side.
+
+    Reads ``study.depths`` (:func:`~mvcm_core.data.phantom.render.lesion_depths`); a study without it
+    (a real report, no render) gets none. Own random stream, so the other questions do not change.
+    """
+    rng = random.Random(f"{seed}:{study.study_id}:depth")
+    by_term: dict[str, list[float]] = defaultdict(list)
+    for placed in getattr(study, "depths", None) or []:
+        by_term[placed["term"]].append(placed["depth"])
+    for term, depths in sorted(by_term.items()):
+        if not resolved_at(term, image_size) or not any(f.term == term for f in study.findings):
+            continue
+        if all(d >= DEPTH_MARGIN for d in depths) or all(d <= -DEPTH_MARGIN for d in depths):
+            answer = "posterior" if depths[0] > 0 else "anterior"
+            yield _record(study, rng.choice(TEMPLATES["depth"]).format(t=_name(term)), answer, "depth", "lateral",
+                          term)
+
+
 def _balanced_closed(studies: Sequence[StudyLike], has: dict[str, bool], rng: random.Random):
     """Yes for every positive study, no for as many randomly drawn fully-mapped negatives."""
     positives = [s for s in studies if has[s.study_id]]
@@ -349,6 +373,7 @@ def generate_vqa(studies: Iterable[StudyLike], seed: int = 0, image_size: int | 
         split_studies = by_split[split]
         for study in split_studies:
             records.extend(_study_questions(study, random.Random(f"{seed}:{study.study_id}"), image_size))
+        records.extend(q for study in split_studies for q in _depth_questions(study, seed, image_size))
         records.extend(_presence_questions(split_studies, seed, split, image_size))
         records.extend(_view_questions(split_studies, seed, split))
     records.sort(key=lambda r: (r["split"], r["study_id"], QUESTION_TYPES.index(r["content_type"])))

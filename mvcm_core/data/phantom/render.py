@@ -46,6 +46,8 @@ class BaseRender:
 
 
 _CACHE: OrderedDict[tuple, BaseRender] = OrderedDict()
+_VOLUMES: OrderedDict[tuple, PhantomVolume] = OrderedDict()  # plan_study's volumes, without projections
+DEPTH_TERMS = ("opacity", "nodule", "mass")  # lesions placed at a point in a lobe: their depth is asked
 
 
 def view_geometry(anat: Anatomy, view: str, size: int) -> ViewGeometry:
@@ -132,12 +134,7 @@ def render_study(findings: list[Finding], seed: int, size: int = 256, *, anatomy
     """
     if size < 32 or size > 2048:
         raise ValueError(f"size must be between 32 and 2048 pixels, got {size}")
-    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x57D]))
-    anatomy_id = int(seed) % pool if anatomy_id is None else int(anatomy_id)
-    anat = sample_anatomy(anatomy_id)
-    changes = findings3d.anatomy_changes(findings, anat)
-    if changes:
-        anat = with_variant(anat, **changes)
+    rng, anatomy_id, anat = study_anatomy(findings, seed, anatomy_id, pool)
     base = build_base(anat, size)
     plan = findings3d.plan_findings(findings, base.volume, anat, rng)
     out: dict[str, Any] = {}
@@ -157,8 +154,51 @@ def render_study(findings: list[Finding], seed: int, size: int = 256, *, anatomy
         "anatomy_id": anatomy_id,
         "anatomy": anat.to_dict(),
         "placements": plan.records,
+        "depths": lesion_depths(plan.records, anat),
         "visibility": [{"finding": f.to_dict(), "views": visible_views(f)} for f in findings],
     }
+    return out
+
+
+def study_anatomy(findings: list[Finding], seed: int, anatomy_id: int | None = None, pool: int = DEFAULT_POOL
+                  ) -> tuple[np.random.Generator, int, Anatomy]:
+    """A study's random stream, base anatomy id and anatomy (with its findings' organ changes)."""
+    rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x57D]))
+    anatomy_id = int(seed) % pool if anatomy_id is None else int(anatomy_id)
+    anat = sample_anatomy(anatomy_id)
+    changes = findings3d.anatomy_changes(findings, anat)
+    return rng, anatomy_id, (with_variant(anat, **changes) if changes else anat)
+
+
+def plan_study(findings: list[Finding], seed: int, *, anatomy_id: int | None = None, pool: int = DEFAULT_POOL
+               ) -> tuple[Anatomy, findings3d.FindingPlan]:
+    """The placements :func:`render_study` makes for the same arguments, without projecting anything."""
+    rng, _, anat = study_anatomy(findings, seed, anatomy_id, pool)
+    key = anat.key()
+    if key not in _VOLUMES:
+        _VOLUMES[key] = build_volume(anat)
+        while len(_VOLUMES) > _CACHE_SIZE:
+            _VOLUMES.popitem(last=False)
+    _VOLUMES.move_to_end(key)
+    return anat, findings3d.plan_findings(findings, _VOLUMES[key], anat, rng)
+
+
+def lesion_depths(records: list[dict[str, Any]], anat: Anatomy) -> list[dict[str, Any]]:
+    """Where each placed opacity, nodule or mass lies front to back in its lung.
+
+    ``depth`` is ``(y - y_c) / b`` of the lung's cross-section at the lesion's height: -1 at the
+    anterior edge, 0 in the middle, +1 at the posterior edge. Projection keeps no depth, so a PA
+    cannot show it; the lateral does.
+    """
+    out = []
+    for record in records:
+        if record["term"] not in DEPTH_TERMS:
+            continue
+        for place in record.get("placements", []):
+            _, y, z = place["centre_cm"]
+            _, y_centre, _, half_depth = anat.lung_ellipse(1 if place["side"] == "left" else -1, np.array(z))
+            out.append({"term": record["term"], "side": place["side"],
+                        "depth": round(float((y - y_centre) / half_depth), 3)})
     return out
 
 
@@ -169,5 +209,6 @@ def base_key(findings: list[Finding], seed: int, pool: int = DEFAULT_POOL) -> tu
 
 
 def clear_cache() -> None:
-    """Drop the cached base anatomies."""
+    """Drop the cached base anatomies and volumes."""
     _CACHE.clear()
+    _VOLUMES.clear()
