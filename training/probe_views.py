@@ -1,7 +1,9 @@
 """Which view shows a finding? Image-only CNN probes on counterfactual phantom studies.
 
 ``python -m training.probe_views --studies 1600 --seconds 240 [--fill 0.55 0.65] [--views PA LL both]
-[--term "pleural effusion" --severity small --zone Z]``
+[--term "pleural effusion" --severity small --zone Z]``;
+``python -m training.probe_views --data DATA --question depth posterior`` probes a built dataset instead;
+``--depth --term opacity`` renders studies that all carry the lesion and labels its depth.
 
 Half the studies get the finding (default: a small, posterior-recess pleural effusion) on a random
 side; every study also carries random other findings (the sampler's, without that term) so that
@@ -19,6 +21,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -56,6 +59,49 @@ def render_pairs(count: int, size: int, seed: int, fill: tuple[float, float],
     finally:
         findings3d.SMALL_EFFUSION_FILL = saved
     return images, labels
+
+
+def render_depth_pairs(count: int, size: int, seed: int, term: str = "opacity") -> tuple[np.ndarray, np.ndarray]:
+    """``(inputs, labels)`` of studies that all carry one ``term`` lesion: label 1 = posterior, 0 = anterior.
+
+    Lesions nearer the middle than :data:`~mvcm_core.data.vqa_gen.DEPTH_MARGIN` are dropped, as the
+    question generator drops them, so fewer than ``count`` studies come back.
+    """
+    from mvcm_core.data.vqa_gen import DEPTH_MARGIN
+
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for _ in tqdm(range(count), desc="render", unit="study"):
+        findings = [f for f in sample_findings(rng) if f.term not in (term, "normal")]
+        findings.append(Finding(term, side=str(rng.choice(["left", "right"])), source="probe"))
+        study = render_study(findings, int(rng.integers(2**31)), max(size, 64))
+        depth = next(d["depth"] for d in study["meta"]["depths"] if d["term"] == term)
+        if abs(depth) >= DEPTH_MARGIN:
+            images.append(study_inputs(study, size))
+            labels.append(int(depth > 0))
+    return np.stack(images), np.array(labels)
+
+
+def data_pairs(folder: str | Path, content_type: str, positive: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(images, labels)`` of a built dataset's studies with a ``content_type`` question, shuffled.
+
+    Label 1 = the study's first such question is answered ``positive`` (e.g. depth → "posterior").
+    Every split is used: the probe asks what the images show, it does not evaluate the served model.
+    """
+    folder = Path(folder)
+    answers: dict[str, str] = {}
+    for record in json.loads((folder / "qa.json").read_text()):
+        if record["content_type"] == content_type:
+            answers.setdefault(record["study_id"], record["answer"])
+    rows = [json.loads(line)["study_id"] for line in (folder / "studies.jsonl").read_text().splitlines() if line]
+    index = np.array([i for i, study in enumerate(rows) if study in answers], dtype=int)
+    if len(index) < 8:
+        raise ValueError(f"{folder} has {len(index)} studies with a {content_type!r} question; the probe needs 8")
+    index = np.random.default_rng(seed).permutation(index)
+    size = int(json.loads((folder / "data_card.json").read_text())["size"])
+    images = np.load(folder / f"images_{size}.npy", mmap_mode="r")
+    labels = np.array([answers[rows[i]] == positive for i in index], dtype=int)
+    return np.ascontiguousarray(images[index]), labels
 
 
 class ViewProbe(torch.nn.Module):
@@ -119,7 +165,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--severity", default="small", help="'none' for unspecified")
     parser.add_argument("--zone", default=None, help="e.g. retrocardiac")
     parser.add_argument("--seed", type=int, default=123)
+    parser.add_argument("--data", help="probe a built dataset's images instead of rendering (with --question)")
+    parser.add_argument("--question", nargs=2, default=("depth", "posterior"), metavar=("CONTENT_TYPE", "POSITIVE"),
+                        help="with --data: the question type and the answer that counts as positive")
+    parser.add_argument("--depth", action="store_true",
+                        help="every study carries a --term lesion; the label is its depth (posterior vs anterior)")
     args = parser.parse_args(argv)
+    if args.depth:
+        images, labels = render_depth_pairs(args.studies, args.size, args.seed, args.term)
+        setup = {"term": args.term, "label": "posterior", "studies": len(labels),
+                 "positive_share": round(float(labels.mean()), 3)}
+        for view in args.views:
+            print(json.dumps({**setup, **probe_auc(images, labels, view, args.seconds)}), flush=True)
+        return 0
+    if args.data:
+        images, labels = data_pairs(args.data, args.question[0], args.question[1], args.seed)
+        setup = {"data": args.data, "question": args.question[0], "positive": args.question[1],
+                 "studies": len(labels), "positive_share": round(float(labels.mean()), 3)}
+        for view in args.views:
+            print(json.dumps({**setup, **probe_auc(images, labels, view, args.seconds)}), flush=True)
+        return 0
     if args.studies < 8:
         parser.error("--studies must be at least 8 (both labels in train and test)")
     severity = None if args.severity == "none" else args.severity
