@@ -79,7 +79,7 @@ def table(rows: list[tuple[str, list[dict[str, float]] | str]]) -> str:
         if isinstance(scores, str):  # a row this model cannot run, with the reason
             lines.append(f"| {name} | 0 | n/a: {scores} |" + " – |" * (len(METRICS) - 1))
             continue
-        lines.append(f"| {name} | {len(scores)} | " + " | ".join(cell([s[m] for s in scores]) for m in METRICS) + " |")
+        lines.append(f"| {name} | {len(scores)} | " + " | ".join(cell([s.get(m, float("nan")) for s in scores]) for m in METRICS) + " |")
     return "\n".join(lines)
 
 
