@@ -66,6 +66,7 @@ class HeadCfg:
     mlm_layers: int = 1  # text-reconstruction branch depth (co-attention layers)
     init_logit_scale: float = 2.659  # log(1 / 0.07)
     findings_classes: int = 25  # study-level findings head (len(CANONICAL_TERMS)); 0 = none
+    position_heads: bool = False  # per-view cell score maps: side from the frontal, depth from the lateral
     vqa_answers: list[str] = field(default_factory=list)  # answer vocabulary (train split); [] = no VQA head
     vqa_gca: bool = True  # AMiF gated cross-attention over the answer-vocabulary prior
     vqa_prior_token_ids: list[int] = field(default_factory=list)  # token ids of the prior's words

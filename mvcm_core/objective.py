@@ -27,6 +27,7 @@ from mvcm_core.losses import (
     MIMLoss,
     MLMLoss,
     OTAlignLoss,
+    PositionsLoss,
     PrototypeLoss,
     SoftLabelContrastiveLoss,
     TokenAlignLoss,
@@ -36,7 +37,7 @@ from mvcm_core.losses.distributed import all_reduce_sum_, gather_no_grad, gather
 
 OWN_TEMPERATURE = ("inter_view", "soft_inter_view", "soft_intra_text")
 LOSS_NAMES = ("itc", "inter_view", "soft_itc", "soft_inter_view", "soft_intra_text", "token_align", "ot_align",
-              "proto", "mlm", "mim", "itm", "findings")
+              "proto", "mlm", "mim", "itm", "findings", "positions")
 
 
 def _build_loss(name: str, params: dict[str, Any], embed_dim: int) -> nn.Module:
@@ -51,7 +52,8 @@ def _build_loss(name: str, params: dict[str, Any], embed_dim: int) -> nn.Module:
         return OTAlignLoss(**params)
     if name == "proto":
         return PrototypeLoss(embed_dim=embed_dim, **params)
-    return {"mlm": MLMLoss, "mim": MIMLoss, "itm": ITMLoss, "findings": FindingsLoss}[name](**params)
+    return {"mlm": MLMLoss, "mim": MIMLoss, "itm": ITMLoss, "findings": FindingsLoss,
+            "positions": PositionsLoss}[name](**params)
 
 
 class PretrainTask(nn.Module):
@@ -76,6 +78,10 @@ class PretrainTask(nn.Module):
             raise ValueError("every loss is switched off")
         if "findings" in self.weights and getattr(model, "findings_head", None) is None:
             raise ValueError("the findings loss needs a findings head (heads.findings_classes > 0)")
+        if "positions" in self.weights and getattr(model, "side_head", None) is None:
+            raise ValueError("the positions loss needs position heads (heads.position_heads: true)")
+        if "positions" in self.weights and mask_ratio > 0:
+            raise ValueError("the positions loss reads every cell: it needs train.mask_ratio 0")
         if "mim" in self.weights and mask_ratio <= 0:
             raise ValueError("the mim loss needs train.mask_ratio > 0 (patches to predict)")
         self.mask_ratio, self.seed = mask_ratio, seed
@@ -130,6 +136,9 @@ class PretrainTask(nn.Module):
                                 (out["mlm_labels"] != -100).sum())
         if name == "findings":
             return loss(out["findings_logits"], batch["labels"])
+        if name == "positions":
+            return loss(out["side_logits"], batch["side_targets"], batch["side_mask"], out["side_valid"],
+                        out["depth_logits"], batch["depth_targets"], batch["depth_mask"], out["depth_valid"])
         if name == "mim":
             return _global_mean(loss(out["mim_pred"], out["mim_target"], out["mim_mask"]), "mim_loss",
                                 out["mim_mask"].sum())

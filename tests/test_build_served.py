@@ -23,6 +23,8 @@ def built(tmp_path_factory):
         "data": {"size": 32, "source": "random", "limit": 48, "renders": 1, "workers": 1, "anatomies": 1},
         "image_warmup": {"config": "image_warmup", "overrides": {**steps, "model": "mvcm-tiny"}},
         "pretrain": {"config": "pretrain_tiny", "overrides": {**steps, "losses": {"ot_align": {"weight": 0}}}},
+        "position_warmup": {"config": "image_warmup", "overrides": {
+            **steps, "model_overrides": {"heads": {"position_heads": True}}, "losses": {"positions": {"weight": 1.0}}}},
         "retrieval": {"config": "finetune_retrieval", "overrides": steps},
         "vqa": {"config": "finetune_vqa", "overrides": {"train": {"epochs": 1, "batch_size": 16, "bf16": False}}},
         "rerank_k": 4, "ood": {"method": "mahalanobis", "quantile": 0.95},
@@ -42,10 +44,13 @@ def test_the_served_folder_is_complete_and_verified(built):
                  "index/scoring.json", "MODEL_CARD.md", "eval/vqa_test.md"):
         assert name in manifest["files"], name
     # packaging itself is still running when the manifest is written: it is in the log's summary only
-    assert set(manifest["metrics"]["build_seconds"]) == {"data", "image warm-up", "pretrain", "retrieval", "vqa",
-                                                         "evaluate"}
+    assert set(manifest["metrics"]["build_seconds"]) == {"data", "image warm-up", "pretrain", "position warm-up",
+                                                         "retrieval", "vqa", "evaluate"}
     pretrain_config = yaml.safe_load((root / "work/pretrain/config.resolved.yaml").read_text())
     assert pretrain_config["init"] == str(root / "work/image_warmup/checkpoint")  # pretraining starts from it
+    retrieval_config = yaml.safe_load((root / "work/retrieval/config.resolved.yaml").read_text())
+    assert retrieval_config["init"] == str(root / "work/position_warmup/checkpoint")  # and retrieval from this
+    assert json.loads((dest / "config.json").read_text())["model"]["heads"]["position_heads"]
     assert manifest["command"].startswith("python -m training.build_served")
     assert "vqa_test_question_majority" in manifest["metrics"]
     assert {"label_P@5_overlap", "scored_label_P@5_overlap", "scored_R@5"} <= set(

@@ -81,19 +81,26 @@ def test_report_scoring_selection_is_cached_per_weights_and_data(setup, tmp_path
     assert calls == ["train", "val"]  # another neighbour count is another selection
 
 
-def test_finetune_ablation_matrix_writes_one_table(setup, tmp_path):
-    from training.ablate_finetune import main as ablate_main
+def test_finetune_ablation_matrix_writes_one_table(setup, tmp_path, monkeypatch):
+    from training import ablate_finetune
 
     data, checkpoint = setup
     base = checkpoint.parents[1] / "base"
-    ablate_main(["--init", str(base), "--data", str(data), "--seeds", "0", "1", "--epochs", "1",
-                 "--only", "multi-view (both)", "lateral only", "ViT adapters (frozen trunk)",
-                 "--out", str(tmp_path)])
+    args = ["--init", str(base), "--data", str(data), "--seeds", "0", "1", "--epochs", "1",
+            "--only", "multi-view (both)", "lateral only", "ViT adapters (frozen trunk)", "--out", str(tmp_path)]
+    ablate_finetune.main(args)
     table = (tmp_path / "ablation.md").read_text()
     rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith(("| variant", "| ---"))]
     assert [row.split("|")[1].strip() for row in rows] == ["multi-view (both)", "lateral only",
                                                            "ViT adapters (frozen trunk)"]
     assert all(row.split("|")[2].strip() == "2" and "±" in row for row in rows)
+
+    def never(config):
+        raise AssertionError(f"{config['out']} was finished: --reuse must not train it again")
+
+    monkeypatch.setattr(ablate_finetune, "finetune", never)
+    ablate_finetune.main([*args, "--reuse"])  # every row-seed is done: the same table, nothing trained
+    assert (tmp_path / "ablation.md").read_text() == table
 
 
 def test_objective_rows_re_pretrain_with_each_loss_off_then_fine_tune(setup, tmp_path):

@@ -42,11 +42,15 @@ def summarise(result: dict[str, Any]) -> dict[str, float]:
             "depth": vqa.get("by_content_type", {}).get("depth", {}).get("accuracy", float("nan"))}
 
 
-def run_variant(name: str, base: dict[str, Any], changes: dict[str, Any], seeds: Sequence[int], root: Path
-                ) -> list[dict[str, float]]:
-    """Fine-tune + evaluate one variant for every seed."""
+def run_variant(name: str, base: dict[str, Any], changes: dict[str, Any], seeds: Sequence[int], root: Path,
+                reuse: bool = False) -> list[dict[str, float]]:
+    """Fine-tune + evaluate one variant for every seed (``reuse``: keep a seed's finished evaluation)."""
     scores = []
     for seed in seeds:
+        out = root / f"{name}-seed{seed}" / "eval_test.json"
+        if reuse and out.is_file():  # a stopped matrix resumes, and rows run in parallel processes merge
+            scores.append(summarise(json.loads(out.read_text())))
+            continue
         config = copy.deepcopy(base)
         for key, value in changes.items():
             section, _, leaf = key.partition(".")
@@ -54,7 +58,6 @@ def run_variant(name: str, base: dict[str, Any], changes: dict[str, Any], seeds:
         config["train"]["seed"] = seed
         config["out"] = str(root / f"{name}-seed{seed}")
         run = finetune(config)
-        out = run / "eval_test.json"
         evaluate_main(["--checkpoint", str(run / "checkpoint"), "--task", "vqa", "--split", "test",
                        "--data", config["data"]["root"], "--kind", config["data"].get("kind", "mvcm-qa"),
                        "--views", config["vqa"].get("views", "both"), "--out", str(out)])
@@ -103,10 +106,10 @@ def unsupported(base: dict[str, Any], changes: dict[str, Any]) -> str | None:
     return None if is_vit_name(timm_name) else f"vision adapters need a ViT (this tower: {timm_name})"
 
 
-def attempt(name: str, base: dict[str, Any], changes: dict[str, Any], seeds: Sequence[int], root: Path
-            ) -> list[dict[str, float]] | str:
+def attempt(name: str, base: dict[str, Any], changes: dict[str, Any], seeds: Sequence[int], root: Path,
+            reuse: bool = False) -> list[dict[str, float]] | str:
     """:func:`run_variant`, or the one-line reason when the model cannot take the variant."""
-    return unsupported(base, changes) or run_variant(name, base, changes, seeds, root)
+    return unsupported(base, changes) or run_variant(name, base, changes, seeds, root, reuse)
 
 
 def pretrain_variant(resolved: dict[str, Any], loss: str | None, data: str, steps: int, seed: int, root: Path
@@ -135,7 +138,8 @@ def objective_rows(args: argparse.Namespace, base: dict[str, Any], root: Path
             continue
         init = pretrain_variant(pretrain_config, loss, args.data, args.pretrain_steps, args.seeds[0], root)
         name = "pretrain: all objectives" if loss is None else f"pretrain: no {loss}"
-        rows.append((name, run_variant(name.split(" ")[-1], {**base, "init": str(init)}, {}, args.seeds, root)))
+        rows.append((name, run_variant(name.split(" ")[-1], {**base, "init": str(init)}, {}, args.seeds, root,
+                                       args.reuse)))
     return rows
 
 
@@ -156,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--pretrain-set", dest="pretrain_overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override the pretraining config of the objective rows (e.g. model=mvcm-tiny-cnn)")
     parser.add_argument("--out", default="runs/ablation_finetune")
+    parser.add_argument("--reuse", action="store_true",
+                        help="keep every row-seed whose eval_test.json exists under --out (resume; merge parallel runs)")
     args = parser.parse_args(argv)
     base = apply_overrides(load_yaml(args.config), args.overrides)
     base["init"], base["data"] = args.init, {**base.get("data", {}), "root": args.data}
@@ -164,7 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.steps_per_epoch:
         base["train"]["steps_per_epoch"] = args.steps_per_epoch
     root = Path(args.out)
-    rows = [(name, attempt(name.split(" ")[0], base, changes, args.seeds, root))
+    rows = [(name, attempt(name.split(" ")[0], base, changes, args.seeds, root, args.reuse))
             for name, changes in FINETUNE_VARIANTS.items() if not args.only or name in args.only]
     if args.pretrain_config:
         rows += objective_rows(args, base, root)

@@ -1,7 +1,7 @@
 """Build the served checkpoint from nothing: ``python -m training.build_served [--config served]``.
 
 Stages (each timed; a summary of where the time went is printed at the end and kept in the manifest):
-Open-I reports → phantom dataset → pretraining → retrieval fine-tuning → VQA fine-tuning (from the
+Open-I reports → phantom dataset → image warm-up → pretraining → position warm-up (optional) → retrieval fine-tuning → VQA fine-tuning (from the
 retrieval checkpoint, selected on validation) → evaluation on the test split (VQA and retrieval of the
 served model itself) → answer calibration on validation → OOD scorer (fitted on train, threshold on
 validation) → report index → sample studies → ``<dest>/`` (config, safetensors, ``ood.npz``,
@@ -25,7 +25,7 @@ import yaml
 
 from training.params import apply_overrides, deep_merge, load_yaml
 
-STAGES = ("data", "pretrain", "retrieval", "vqa", "evaluate", "package")
+STAGES = ("data", "image warm-up", "pretrain", "position warm-up", "retrieval", "vqa", "evaluate", "package")
 
 
 class StageTimer:
@@ -93,10 +93,18 @@ def run_stages(config: dict[str, Any], timer: StageTimer, command: str) -> dict[
         if not reusable(pretrain, config):
             train(stage_config(config["pretrain"], data=data_spec, out=str(pretrain), **seeded, **start,
                                command=command))
+    before_retrieval = pretrain / "checkpoint"
+    if config.get("position_warmup"):  # the image tower learns where findings lie before retrieval aligns it
+        positions = work / "position_warmup"
+        with timer.stage("position warm-up"):
+            if not reusable(positions, config):
+                train(stage_config(config["position_warmup"], data=data_spec, out=str(positions),
+                                   model=str(before_retrieval), init=str(before_retrieval), **seeded, command=command))
+        before_retrieval = positions / "checkpoint"
     with timer.stage("retrieval"):
         if not reusable(retrieval, config):
-            train(stage_config(config["retrieval"], data=data_spec, out=str(retrieval), model=str(pretrain / "checkpoint"),
-                               init=str(pretrain / "checkpoint"), **seeded, command=command))
+            train(stage_config(config["retrieval"], data=data_spec, out=str(retrieval), model=str(before_retrieval),
+                               init=str(before_retrieval), **seeded, command=command))
     with timer.stage("vqa"):
         if not reusable(vqa, config):
             finetune(stage_config(config["vqa"], init=str(retrieval / "checkpoint"), out=str(vqa),

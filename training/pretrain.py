@@ -61,8 +61,9 @@ def train(config: dict[str, Any], resume: bool = False) -> Path:
     if train_cfg.get("deterministic", True):  # bitwise-repeatable CPU kernels (exact resume, 1 vs N ranks)
         torch.use_deterministic_algorithms(True, warn_only=True)
     model = create_model(config["model"], config.get("model_overrides"))
-    if config.get("init"):  # continue from a checkpoint (retrieval fine-tuning); a VQA head is ignored
-        load_weights_into(model, config["init"], allow_unused=("vqa_head.",))
+    if config.get("init"):  # continue from a checkpoint (retrieval fine-tuning); a VQA head is ignored,
+        load_weights_into(model, config["init"], allow_unused=("vqa_head.",),  # new position heads start fresh
+                          allow_missing=("side_head.", "depth_head."))
     store = load_store(config["data"], model.cfg, run, info)
     tokenizer = load_tokenizer(model.cfg.text)
     indices = store.indices(config["data"].get("split", "train"))

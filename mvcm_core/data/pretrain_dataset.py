@@ -18,6 +18,7 @@ from torch.utils.data import Dataset, Sampler
 from mvcm_core.config import ModelCfg
 from mvcm_core.data.batching import image_batch, mask_tokens, text_batch
 from mvcm_core.data.findings import fine_label_vector
+from mvcm_core.data.positions import depth_targets, side_targets
 from mvcm_core.data.study_store import StudyStore
 
 
@@ -39,8 +40,10 @@ class StudyTextDataset(Dataset):
         index = self.indices[position]
         row = self.store.rows[index]
         views, labels = self.store.views(index)
+        findings, depths = row.get("findings", []), row.get("depths")
         return {"index": index, "views": views, "view_labels": labels, "text": row["text"],
-                "labels": row["labels"], "fine_labels": fine_label_vector(row.get("findings", [])),
+                "labels": row["labels"], "fine_labels": fine_label_vector(findings),
+                "side": side_targets(findings, depths), "depth": depth_targets(findings, depths),
                 "group_id": row.get("group_id", index)}
 
 
@@ -82,6 +85,9 @@ class PretrainCollator:
         batch["sample_seeds"] = torch.tensor([s % (2**31) for s in seeds], dtype=torch.long)
         batch["labels"] = torch.tensor(np.asarray([item["labels"] for item in items], dtype=np.float32))
         batch["teacher_labels"] = torch.tensor(np.asarray([item["fine_labels"] for item in items], dtype=np.float32))
+        for name in ("side", "depth"):  # where each finding lies (mvcm_core.data.positions)
+            batch[f"{name}_targets"] = torch.tensor([item[name][0] for item in items], dtype=torch.float32)
+            batch[f"{name}_mask"] = torch.tensor([item[name][1] for item in items], dtype=torch.float32)
         batch["group_ids"] = torch.tensor([item["group_id"] for item in items], dtype=torch.long)
         batch["row_index"] = torch.tensor([item["index"] for item in items], dtype=torch.long)
         if self.text_states is not None:

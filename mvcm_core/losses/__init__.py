@@ -13,6 +13,7 @@ Every loss takes tensors only and returns ``{"<name>_loss": scalar, ...}``; keys
 | ``mlm`` / ``mim`` | :class:`MLMLoss` / :class:`MIMLoss` | ``mlm_loss`` / ``mim_loss`` |
 | ``itm`` | :class:`ITMLoss` | ``itm_loss`` |
 | ``findings`` | :class:`FindingsLoss` | ``findings_loss`` (auxiliary, not from the papers) |
+| ``positions`` | :class:`PositionsLoss` | ``positions_loss`` (auxiliary: side from the frontal, depth from the lateral) |
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from mvcm_core.losses.masked_modeling import (
     unpatchify,
 )
 from mvcm_core.losses.optimal_transport import OTAlignLoss, emd_plan, ipot_plan, sinkhorn_plan
+from mvcm_core.losses.positions import PositionsLoss
 from mvcm_core.losses.prototype import PrototypeLoss, sinkhorn_knopp
 from mvcm_core.losses.soft_label import (
     SoftLabelContrastiveLoss,
@@ -56,6 +58,7 @@ LOSS_REGISTRY: dict[str, type[nn.Module]] = {
     "mim": MIMLoss,
     "itm": ITMLoss,
     "findings": FindingsLoss,
+    "positions": PositionsLoss,
 }
 
 # classes shared by several short names take the short name as their `name` (the output key prefix)
@@ -86,6 +89,7 @@ __all__ = [
     "MIMLoss",
     "MLMLoss",
     "OTAlignLoss",
+    "PositionsLoss",
     "PrototypeLoss",
     "SoftLabelContrastiveLoss",
     "TokenAlignLoss",

@@ -1,4 +1,4 @@
-"""Heads: projections into the joint spaces, ITM, tied MLM, and a light MAE decoder."""
+"""Heads: projections into the joint spaces, ITM, tied MLM, a light MAE decoder, and cell score maps."""
 
 from __future__ import annotations
 
@@ -32,6 +32,26 @@ class TiedMLMHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.transform(hidden) @ self.word_embeddings[0].weight.t() + self.bias
+
+
+class CellScoreHead(nn.Module):
+    """``cells [N, C, D] -> logits [N, K]``: what each cell shows, averaged over where each class looks.
+
+    A cell scores every class from its own feature alone, and a learned softmax over cells per class
+    (uniform at first) says which cells count, for example the left lung for "opacity, left". So the
+    tower's cells must say locally what is there: the position is read by the head, not hidden in a
+    pooled vector.
+    """
+
+    def __init__(self, dim: int, classes: int, cells: int) -> None:
+        super().__init__()
+        self.score = nn.Linear(dim, classes)
+        self.where = nn.Parameter(torch.zeros(cells, classes))  # [C, K] cell logits per class
+
+    def forward(self, cells: torch.Tensor) -> torch.Tensor:
+        scores = self.score(cells)  # [N, C, K]
+        weights = self.where.softmax(dim=0).to(scores.dtype)  # [C, K], sums to 1 over cells
+        return (scores * weights).sum(dim=1)  # [N, C, K] -> [N, K]
 
 
 def sincos_2d(grid: int, width: int) -> torch.Tensor:

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mvcm_core.config import ModelCfg
+from mvcm_core.config import VIEW_IDS, ModelCfg
 from mvcm_core.models.fusion import CoAttentionFusion
-from mvcm_core.models.heads import MIMDecoder, Projection, TiedMLMHead
+from mvcm_core.models.heads import CellScoreHead, MIMDecoder, Projection, TiedMLMHead
 from mvcm_core.models.text import TextEncoder
 from mvcm_core.models.vision import ImageEncoder
 from mvcm_core.models.vqa import VQAHead, region_weights
@@ -56,6 +56,14 @@ class MVCM(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(float(heads.init_logit_scale)))
         self.itm_head = nn.Linear(2 * width, 2)
         self.findings_head = nn.Linear(self.vision.width, heads.findings_classes) if heads.findings_classes else None
+        self.side_head = self.depth_head = None
+        if heads.position_heads:
+            if cfg.vision.max_views < 2:
+                raise ValueError("heads.position_heads needs a frontal and a lateral slot (vision.max_views >= 2)")
+            from mvcm_core.data.positions import DEPTH_TERMS, SIDE_TERMS
+
+            self.side_head = CellScoreHead(self.vision.width, 2 * len(SIDE_TERMS), self.vision.num_patches)
+            self.depth_head = CellScoreHead(self.vision.width, 2 * len(DEPTH_TERMS), self.vision.num_patches)
         self.mlm_positions = nn.Embedding(cfg.text.max_length, width)
         self.mlm_branch = CoAttentionFusion(cfg.fusion, layers=heads.mlm_layers, image_stream=False)
         self.mlm_head = TiedMLMHead(width, self.text.word_embeddings)
@@ -144,7 +152,17 @@ class MVCM(nn.Module):
         }
         if self.findings_head is not None:
             out["findings_logits"] = self.findings_head(pooled)  # [B, findings]
+        if self.side_head is not None and keep_ids is None:
+            out.update(self._position_logits(tokens.view(b, v, length, -1), view_ids, view_mask))
         return out
+
+    def _position_logits(self, tokens: torch.Tensor, view_ids: torch.Tensor, view_mask: torch.Tensor
+                         ) -> dict[str, torch.Tensor]:
+        """Side logits from the frontal slot's cells and depth logits from the lateral slot's, with validity."""
+        cells = tokens[:, :, self.vision.num_prefix_tokens:]  # [B, V, L, Dv] -> [B, V, N, Dv]
+        return {"side_logits": self.side_head(cells[:, 0]), "depth_logits": self.depth_head(cells[:, 1]),
+                "side_valid": view_mask[:, 0] & (view_ids[:, 0] == VIEW_IDS["frontal"]),
+                "depth_valid": view_mask[:, 1] & (view_ids[:, 1] == VIEW_IDS["lateral"])}
 
     # ------------------------------------------------------------------------------------- text
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
