@@ -100,3 +100,45 @@ def test_the_objective_trains_the_tower_through_the_position_heads():
     single["vision"]["max_views"] = 1
     with pytest.raises(ValueError, match="max_views"):
         create_model("mvcm-tiny-cnn", single)
+
+
+def test_the_trunk_probe_labels_only_what_lies_clearly_on_one_side():
+    from training.probe_trunk import position_labels
+
+    row = {"findings": [{"term": "opacity", "side": "left"}],
+           "depths": [{"term": "opacity", "side": "left", "depth": 0.7}]}
+    assert position_labels(row, "opacity") == (1.0, 0.0)  # posterior, not right
+    both = {"findings": [{"term": "opacity", "side": "bilateral"}],
+            "depths": [{"term": "opacity", "side": "left", "depth": 0.7}, {"term": "opacity", "side": "right",
+                                                                          "depth": -0.1}]}
+    assert position_labels(both, "opacity") == (None, None)  # both sides, and one placement mid-lung
+    assert position_labels({"findings": [], "depths": []}, "opacity") == (None, None)
+
+
+def test_the_trunk_probe_pools_each_views_cells_over_quadrants():
+    import numpy as np
+
+    from training.probe_trunk import quadrant_features
+
+    overrides = copy.deepcopy(CNN_OVERRIDES)
+    overrides["vision"]["image_size"] = overrides["preprocess"]["image_size"] = 64  # a 4 x 4 grid of cells
+    overrides["heads"] = {**overrides.get("heads", {}), "position_heads": True}
+    model = create_model("mvcm-tiny-cnn", overrides).eval()
+
+    class Store:
+        def views(self, index):
+            rng = np.random.default_rng(index)
+            return [rng.integers(0, 255, (64, 64), dtype=np.uint8) for _ in range(2)], ["PA", "LATERAL"]
+
+    features, heads = quadrant_features(model, Store(), [0, 1, 2], batch_size=2)
+    width = model.vision.width
+    assert features.shape == (3, 2, 4 * width) and set(heads) == {"side_logits", "depth_logits"}
+    from mvcm_core.data.batching import image_batch
+
+    views, labels = Store().views(2)
+    batch = image_batch([views], [labels], model.cfg)
+    with torch.no_grad():
+        tokens = model.encode_study(batch["images"], batch["view_ids"], batch["view_mask"])["view_tokens"]
+    lateral = tokens[1, 1:].view(4, 4, width)  # [N, D] -> [rows, columns, D]
+    top_right = lateral[:2, 2:].mean(dim=(0, 1))  # quadrant (0, 1)
+    assert np.allclose(features[2, 1, width: 2 * width], top_right.numpy(), atol=1e-5)
