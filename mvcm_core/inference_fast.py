@@ -16,6 +16,8 @@ is the work done per study (figures and what did not win: ``PERFORMANCE.md``):
   kept tokens only, before region pooling puts them back in the full layout;
 - bf16 weights and activations where the CPU computes bf16 natively (AVX-512 BF16 or AMX), fp32
   elsewhere; ``MVCM_PRECISION=fp32|bf16`` overrides the choice;
+- in bf16, every weight reordered once for oneDNN, with the GELU / ReLU / residual add after it fused
+  into the same call (:mod:`mvcm_core.prepack`);
 - a convolutional tower has its batch norms folded into the preceding convolutions and runs
   channels-last (oneDNN's native layout; PyTorch's NCHW max-pool alone took 1.5 ms per study);
 - the input buffer is allocated once and refilled under the Predictor's lock.
@@ -33,6 +35,7 @@ import torch
 
 from mvcm_core.config import VIEW_IDS, VIEW_OF_LABEL
 from mvcm_core.data.batching import order_views
+from mvcm_core.prepack import pack_linears, pack_resnet, prepack_supported
 
 PRECISIONS = ("auto", "fp32", "bf16")
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -119,12 +122,13 @@ class FastPath:
     """The optimised forward passes of one model (see the module docstring)."""
 
     def __init__(self, model: torch.nn.Module, precision: str = "auto", channels_last: bool | None = None,
-                 merge_rows: bool = False) -> None:
+                 merge_rows: bool = False, prepack: bool = True) -> None:
         """Prepare ``model`` (a bf16 copy when bf16 is chosen; the caller's model is never altered).
 
         A convolutional tower always has its batch norms folded. ``channels_last`` defaults to True for
         it and False for a ViT, where it was measured not to win; ``merge_rows`` (one padded fusion pass
-        for every row) did not win either (``PERFORMANCE.md``); both stay for re-measuring.
+        for every row) did not win either (``PERFORMANCE.md``); both stay for re-measuring. ``prepack``:
+        bf16 weights reordered once for oneDNN, with their activations fused (:mod:`mvcm_core.prepack`).
         """
         self.precision = resolve_precision(precision)
         self.dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
@@ -142,6 +146,11 @@ class FastPath:
             self.model.vision.to(memory_format=torch.channels_last)
             if convolutional:
                 keep_channels_last(self.model.vision.trunk)
+        self.prepacked = prepack and prepack_supported(self.dtype)
+        if self.prepacked:
+            pack_linears(self.model)
+            if convolutional:
+                pack_resnet(self.model.vision.trunk)
         size, channels, views = self.cfg.preprocess.image_size, self.cfg.vision.in_chans, self.cfg.vision.max_views
         self._images = torch.zeros(views, channels, size, size)  # refilled per request (under the caller's lock)
         self.prior_kv = None
