@@ -3,8 +3,8 @@
 A projection keeps the two axes it is taken along: a PA shows left / right but not front / back, a
 lateral the reverse. The phantom knows both for what it places (``render.lesion_depths``: each opacity,
 nodule and mass with its side and its front-to-back position), and the report gives the side of the
-other lateralised findings. These targets let the warm-up and pretraining teach the tower's cells
-*where* a finding is, which the study-level findings loss never asks (``docs/status.md``).
+other lateralised findings. These targets let a warm-up of the image tower teach its cells *where* a
+finding is, which the study-level findings loss never asks (``docs/status.md``, "Position targets").
 
 Targets are multi-hot with a mask (1 = known): a term that is absent is a known 0 on both sides; a
 term whose side the report leaves open, or a lesion too near the middle of the lung to call, is
@@ -16,12 +16,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from mvcm_core.data.vqa_gen import DEPTH_MARGIN  # a depth is called as the depth questions call it
+
 SIDE_TERMS = ("pleural effusion", "pneumothorax", "opacity", "atelectasis", "nodule", "mass", "scarring",
               "diaphragm elevation")  # lateralised findings resolved at the model's image size
 DEPTH_TERMS = ("opacity", "nodule", "mass")  # what the phantom places at a recorded depth
-SIDES = ("left", "right")
-DEPTHS = ("anterior", "posterior")
-DEPTH_MARGIN = 0.25  # |depth| below this (the middle of the lung) is not called; as the depth questions
+SIDES = ("left", "right")  # the slot order of a term's two side targets (depth: anterior, posterior)
 
 
 def _term(item: Any, key: str) -> Any:
