@@ -8,10 +8,11 @@ every path. Timed, each as median and p95 after warm-up, in one process:
 - baseline: ``Predictor(optimize=False)`` — plain eager fp32, ``answer()`` then ``retrieve()``;
 - optimised: ``Predictor()`` — ``answer_and_retrieve()`` on the optimised path (precision ``auto``);
 - ablations (not with ``--quick``): the optimised path in fp32, with the other memory layout (channels-last
-  off for a CNN tower, on for a ViT), with one thread.
+  off for a CNN tower, on for a ViT), without prepacked weights (when bf16 prepacks them), with one thread.
 
 Model FLOPs per study are counted with ``torch.utils.flop_counter`` (matmuls, convolutions,
-attention) on the path that is timed; the FLOP bound is FLOPs ÷ the matmul peak measured in the
+attention) on the path that is timed (on its plain twin when its weights are prepacked, which the
+counter cannot see); the FLOP bound is FLOPs ÷ the matmul peak measured in the
 same run (bf16 peak when the path runs in bf16, else fp32; the 1-thread row uses one core's peak,
 also measured), and the ratio is achieved ÷ bound.
 Prints figures; never asserts on time.
@@ -51,6 +52,22 @@ def model_flops(fn: Callable[[], object]) -> int:
     with FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
+
+
+def unpacked_twin(predictor: Any) -> Any:
+    """``predictor``, or for a prepacked one the same path with plain modules.
+
+    ``torch.utils.flop_counter`` does not see oneDNN's prepacked kernels (``mvcm_core.prepack``), so
+    their FLOPs are counted on the plain twin, which computes the same products.
+    """
+    from mvcm_core.inference import Predictor
+    from mvcm_core.inference_fast import FastPath
+
+    if predictor.fast is None or not predictor.fast.prepacked:
+        return predictor
+    twin = Predictor(predictor.model, predictor.folder, predictor.index, predictor.ood, predictor.temperature)
+    twin.fast = FastPath(predictor.model, predictor.precision, channels_last=predictor.fast.channels_last, prepack=False)
+    return twin
 
 
 def time_path(call: Callable[[list, str], object], studies: list, repeats: int) -> dict[str, float]:
@@ -97,19 +114,27 @@ def run(checkpoint: str, repeats: int, quick: bool) -> dict[str, Any]:
         other_layout.fast = FastPath(base.model, other_layout.precision, channels_last=not other_layout.fast.channels_last)
         layout = "on" if other_layout.fast.channels_last else "off"
         variants += [(f"optimised, channels-last {layout}", other_layout)]
+        if fast.fast.prepacked:  # the same path with plain modules: what prepacking the weights buys
+            unpacked = Predictor(base.model, base.folder, base.index, base.ood, base.temperature)
+            unpacked.fast = FastPath(base.model, unpacked.precision, prepack=False)
+            variants += [("optimised, weights not prepacked", unpacked)]
     for name, predictor in variants:
         timing = time_path(optimised(predictor), studies, repeats)
-        flops = model_flops(lambda: optimised(predictor)(first, QUESTIONS[0]))  # noqa: B023
+        counted = unpacked_twin(predictor)  # the same arithmetic in ops the FLOP counter knows
+        flops = model_flops(lambda: optimised(counted)(first, QUESTIONS[0]))  # noqa: B023
         rows.append(bound_row(name, timing, flops, peaks[predictor.precision], predictor.precision))
     if not quick:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
-        timing = time_path(optimised(fast), studies, repeats)
+        single = [("optimised, 1 thread", fast)] + [("optimised, 1 thread, weights not prepacked", predictor)
+                                                     for name, predictor in variants if "not prepacked" in name]
+        timings = [(name, time_path(optimised(predictor), studies, repeats)) for name, predictor in single]
         one_thread = measure_peak()  # one core's own peak: more than half the two-core peak here
         torch.set_num_threads(threads)
         machine["one_thread"] = {key: one_thread[key] for key in ("peak_fp32_gflops", "peak_bf16_gflops")}
-        rows.append(bound_row("optimised, 1 thread", timing, rows[1]["gflop_per_study"] * 1e9,
-                              one_thread[f"peak_{fast.precision}_gflops"], fast.precision))
+        for name, timing in timings:
+            rows.append(bound_row(name, timing, rows[1]["gflop_per_study"] * 1e9,
+                                  one_thread[f"peak_{fast.precision}_gflops"], fast.precision))
     folder = studies[0][0]
     end_to_end = summary(timings_ms(lambda: fast.answer_and_retrieve(folder, QUESTIONS[0], k=5), max(5, repeats // 4)))
     return {"checkpoint": checkpoint, "threads": torch.get_num_threads(), "machine": machine, "paths": rows,
