@@ -12,6 +12,11 @@ from typing import Any
 
 VIEW_IDS = {"frontal": 0, "lateral": 1, "unknown": 2}  # learnable view embeddings, in this order
 VIEW_OF_LABEL = {"PA": "frontal", "AP": "frontal", "LATERAL": "lateral", "unknown": "unknown"}
+# the position heads' classes (heads.position_heads; targets in mvcm_core.data.positions): two sides of
+# each lateralised finding resolved at the model's image size, two depths of each lesion the phantom places
+POSITION_SIDE_TERMS = ("pleural effusion", "pneumothorax", "opacity", "atelectasis", "nodule", "mass", "scarring",
+                       "diaphragm elevation")
+POSITION_DEPTH_TERMS = ("opacity", "nodule", "mass")
 
 
 @dataclass

@@ -53,9 +53,9 @@ def quadrant_features(model: torch.nn.Module, store: Any, indices: Sequence[int]
         half = grid // 2
         quads = cells.reshape(b, v, 2, half, 2, half, -1).mean(dim=(3, 5))  # [B, V, N, D] -> [B, V, 2, 2, D]
         features.append(quads.flatten(2).numpy())  # [B, V, 4 * D]
-        for key in heads:
+        for key, collected in heads.items():
             if key in out:
-                heads[key].append(out[key].float().numpy())
+                collected.append(out[key].float().numpy())
     return np.concatenate(features), {k: np.concatenate(v) for k, v in heads.items() if v}
 
 

@@ -16,11 +16,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from mvcm_core.config import (
+    POSITION_DEPTH_TERMS as DEPTH_TERMS,  # what the phantom places at a recorded depth
+)
+from mvcm_core.config import (
+    POSITION_SIDE_TERMS as SIDE_TERMS,  # lateralised findings resolved at the image size
+)
 from mvcm_core.data.vqa_gen import DEPTH_MARGIN  # a depth is called as the depth questions call it
 
-SIDE_TERMS = ("pleural effusion", "pneumothorax", "opacity", "atelectasis", "nodule", "mass", "scarring",
-              "diaphragm elevation")  # lateralised findings resolved at the model's image size
-DEPTH_TERMS = ("opacity", "nodule", "mass")  # what the phantom places at a recorded depth
 SIDES = ("left", "right")  # the slot order of a term's two side targets (depth: anterior, posterior)
 
 

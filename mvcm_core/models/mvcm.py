@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mvcm_core.config import VIEW_IDS, ModelCfg
+from mvcm_core.config import POSITION_DEPTH_TERMS, POSITION_SIDE_TERMS, VIEW_IDS, ModelCfg
 from mvcm_core.models.fusion import CoAttentionFusion
 from mvcm_core.models.heads import CellScoreHead, MIMDecoder, Projection, TiedMLMHead
 from mvcm_core.models.text import TextEncoder
@@ -60,10 +60,9 @@ class MVCM(nn.Module):
         if heads.position_heads:
             if cfg.vision.max_views < 2:
                 raise ValueError("heads.position_heads needs a frontal and a lateral slot (vision.max_views >= 2)")
-            from mvcm_core.data.positions import DEPTH_TERMS, SIDE_TERMS
-
-            self.side_head = CellScoreHead(self.vision.width, 2 * len(SIDE_TERMS), self.vision.num_patches)
-            self.depth_head = CellScoreHead(self.vision.width, 2 * len(DEPTH_TERMS), self.vision.num_patches)
+            cells = self.vision.num_patches
+            self.side_head = CellScoreHead(self.vision.width, 2 * len(POSITION_SIDE_TERMS), cells)
+            self.depth_head = CellScoreHead(self.vision.width, 2 * len(POSITION_DEPTH_TERMS), cells)
         self.mlm_positions = nn.Embedding(cfg.text.max_length, width)
         self.mlm_branch = CoAttentionFusion(cfg.fusion, layers=heads.mlm_layers, image_stream=False)
         self.mlm_head = TiedMLMHead(width, self.text.word_embeddings)
