@@ -221,7 +221,7 @@ def test_soft_label_with_findings_teacher_matches_explicit_logits_and_valid_mask
 
 def test_registry_and_create_loss_name_the_output_keys():
     assert set(LOSS_REGISTRY) == {"itc", "inter_view", "soft_itc", "soft_inter_view", "soft_intra_text",
-                                  "token_align", "ot_align", "proto", "mlm", "mim", "itm", "findings"}
+                                  "token_align", "ot_align", "proto", "mlm", "mim", "itm", "findings", "positions"}
     a = unit(3, 4)
     for name in ("itc", "inter_view"):
         assert set(create_loss(name)(a, a, torch.tensor(1.0))) == {f"{name}_loss"}
