@@ -55,6 +55,32 @@ def matmul_rates(sizes: Sequence[int], repeats: int) -> list[dict[str, Any]]:
     return rows
 
 
+# (rows, in, out) of the served model's products: fusion on 130 image tokens (attention projections, MLP),
+# the question's 12 tokens in the text encoder, and layer4's 3 × 3 convolution of 2 views as a product
+MODEL_SHAPES = ((130, 256, 256), (130, 256, 512), (12, 384, 384), (12, 384, 1536), (128, 2304, 256))
+
+
+def shape_rates(shapes: Sequence[tuple[int, int, int]] = MODEL_SHAPES, repeats: int = 200) -> list[dict[str, Any]]:
+    """GFLOP/s of ``linear`` (plain, no prepacking) at the model's own sizes, fp32 and bf16.
+
+    What a single product of that size reaches here: the gap between these and the square-matmul peak
+    is what the FLOP bound cannot see.
+    """
+    from mvcm_core.inference_fast import native_bf16_supported
+
+    bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported() and native_bf16_supported()
+    rows = []
+    for m, k, n in shapes:
+        x, w = torch.randn(m, k), torch.randn(n, k)
+        row = {"shape": f"{m}x{k}x{n}",
+               "torch_fp32": round(gflops(lambda: torch.nn.functional.linear(x, w), 2.0 * m * k * n, repeats), 1)}
+        if bf16:
+            x16, w16 = x.bfloat16(), w.bfloat16()
+            row["torch_bf16"] = round(gflops(lambda: torch.nn.functional.linear(x16, w16), 2.0 * m * k * n, repeats), 1)
+        rows.append(row)
+    return rows
+
+
 def measure_peak(quick: bool = False) -> dict[str, Any]:
     """Peak fp32 / bf16 GFLOP/s on this machine's cores (the best size's median) and the NumPy baseline.
 
@@ -79,13 +105,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     result = measure_peak(args.quick)
+    result["model_shapes"] = shape_rates(repeats=20 if args.quick else 200)
     lines = [f"matmul GFLOP/s, {result['threads']} threads, {result['cpu_capability']}, "
              f"native bf16: {result['native_bf16']}",
              f"{'n':>6} {'torch fp32':>11} {'torch bf16':>11} {'numpy fp32':>11}"]
     for row in result["sizes"]:
         lines.append(f"{row['n']:>6} {row['torch_fp32']:>11} {row.get('torch_bf16', '-'):>11} {row['numpy_fp32']:>11}")
-    lines.append(f"peak: fp32 {result['peak_fp32_gflops']}, bf16 {result['peak_bf16_gflops']}, "
-                 f"baseline NumPy fp32 {result['baseline_numpy_fp32_gflops']} GFLOP/s")
+    lines += [(f"peak: fp32 {result['peak_fp32_gflops']}, bf16 {result['peak_bf16_gflops']}, "
+               f"baseline NumPy fp32 {result['baseline_numpy_fp32_gflops']} GFLOP/s"),
+              f"one product at the model's sizes (GFLOP/s): {'rows x in x out':>16} {'fp32':>7} {'bf16':>7}"]
+    lines += [f"{'':>43}{row['shape']:>16} {row['torch_fp32']:>7} {row.get('torch_bf16', '-'):>7}"
+              for row in result["model_shapes"]]
     emit(result, args.json, lines)
     return 0
 

@@ -6,15 +6,18 @@ is ``bench_dicom``); each timed call takes the next (study, question) pair, the 
 every path. Timed, each as median and p95 after warm-up, in one process:
 
 - baseline: ``Predictor(optimize=False)`` — plain eager fp32, ``answer()`` then ``retrieve()``;
-- optimised: ``Predictor()`` — ``answer_and_retrieve()`` on the optimised path (precision ``auto``);
-- ablations (not with ``--quick``): the optimised path in fp32, with the other memory layout (channels-last
-  off for a CNN tower, on for a ViT), without prepacked weights (when bf16 prepacks them), with one thread.
+- optimised: ``Predictor()`` — ``answer_and_retrieve()`` on the optimised path (engine and precision
+  ``auto``: ONNX Runtime in fp32 where it is installed);
+- ablations (not with ``--quick``): the PyTorch engine (precision ``auto``), in fp32, with the other memory
+  layout (channels-last off for a CNN tower, on for a ViT), without prepacked weights (when bf16 prepacks
+  them); the optimised path and the PyTorch engine with one thread.
 
 Model FLOPs per study are counted with ``torch.utils.flop_counter`` (matmuls, convolutions,
-attention) on the path that is timed (on its plain twin when its weights are prepacked, which the
-counter cannot see); the FLOP bound is FLOPs ÷ the matmul peak measured in the
-same run (bf16 peak when the path runs in bf16, else fp32; the 1-thread row uses one core's peak,
-also measured), and the ratio is achieved ÷ bound.
+attention) on the path that is timed (on its plain PyTorch twin when it runs in ONNX Runtime or
+with prepacked weights, which the counter cannot see); the FLOP bound is FLOPs ÷ the matmul peak
+measured in the same run (bf16 peak when the path runs in bf16, else fp32; the 1-thread rows use one
+core's peak, also measured), and the ratio is achieved ÷ bound. ``ratio_to_best_peak`` is the same
+ratio against the higher of the two peaks, whatever the path computes in.
 Prints figures; never asserts on time.
 """
 
@@ -55,18 +58,20 @@ def model_flops(fn: Callable[[], object]) -> int:
 
 
 def unpacked_twin(predictor: Any) -> Any:
-    """``predictor``, or for a prepacked one the same path with plain modules.
+    """``predictor``, or for a prepacked or ONNX Runtime one the same path with plain PyTorch modules.
 
-    ``torch.utils.flop_counter`` does not see oneDNN's prepacked kernels (``mvcm_core.prepack``), so
-    their FLOPs are counted on the plain twin, which computes the same products.
+    ``torch.utils.flop_counter`` sees neither oneDNN's prepacked kernels (``mvcm_core.prepack``) nor ONNX
+    Runtime, so their FLOPs are counted on the plain twin, which computes the same products.
     """
     from mvcm_core.inference import Predictor
     from mvcm_core.inference_fast import FastPath
 
-    if predictor.fast is None or not predictor.fast.prepacked:
+    if predictor.fast is None or not (predictor.fast.prepacked or predictor.fast.ort is not None):
         return predictor
-    twin = Predictor(predictor.model, predictor.folder, predictor.index, predictor.ood, predictor.temperature)
-    twin.fast = FastPath(predictor.model, predictor.precision, channels_last=predictor.fast.channels_last, prepack=False)
+    twin = Predictor(predictor.model, predictor.folder, predictor.index, predictor.ood, predictor.temperature,
+                     engine="torch")
+    twin.fast = FastPath(predictor.model, predictor.precision, channels_last=predictor.fast.channels_last,
+                         prepack=False, engine="torch")
     return twin
 
 
@@ -76,20 +81,47 @@ def time_path(call: Callable[[list, str], object], studies: list, repeats: int) 
     return summary(timings_ms(lambda: call(*next(pairs)), repeats, warmup=5))
 
 
-def bound_row(name: str, timing: dict[str, float], flops: int, peak: float | None, precision: str
-              ) -> dict[str, Any]:
-    """One table row with the FLOP bound (ms) and the ratio achieved ÷ bound."""
+def bound_row(name: str, timing: dict[str, float], flops: int, peaks: dict[str, float], precision: str,
+              engine: str) -> dict[str, Any]:
+    """One table row with the FLOP bound (ms) at the path's precision, and the ratios achieved ÷ bound."""
+    peak, best = peaks.get(precision), max((p for p in peaks.values() if p), default=None)
     bound_ms = None if not peak else flops / (peak * 1e9) * 1e3
-    return {"path": name, "precision": precision, **timing, "gflop_per_study": round(flops / 1e9, 3),
+    best_ms = None if not best else flops / (best * 1e9) * 1e3
+    return {"path": name, "engine": engine, "precision": precision, **timing, "gflop_per_study": round(flops / 1e9, 3),
             "peak_gflops_used": peak, "flop_bound_ms": None if bound_ms is None else round(bound_ms, 2),
-            "ratio_to_bound": None if bound_ms is None else round(timing["median_ms"] / bound_ms, 2)}
+            "ratio_to_bound": None if bound_ms is None else round(timing["median_ms"] / bound_ms, 2),
+            "ratio_to_best_peak": None if best_ms is None else round(timing["median_ms"] / best_ms, 2)}
+
+
+def variants(base: Any, fast: Any) -> list[tuple[str, Any]]:
+    """The ablation rows: the PyTorch engine and its options, each changed alone."""
+    from mvcm_core.inference import Predictor
+    from mvcm_core.inference_fast import FastPath
+    from mvcm_core.inference_ort import onnxruntime_available
+
+    def predictor(**options: Any) -> Any:
+        return Predictor(base.model, base.folder, base.index, base.ood, base.temperature, **options)
+
+    torch_engine = predictor(engine="torch")
+    rows = [] if fast.engine == "torch" else [("PyTorch engine", torch_engine)]
+    if fast.engine == "torch" and onnxruntime_available():
+        rows += [("ONNX Runtime engine (fp32)", predictor(engine="onnxruntime"))]
+    rows += [("PyTorch engine, fp32", predictor(engine="torch", precision="fp32"))]
+    other_layout = predictor(engine="torch")
+    other_layout.fast = FastPath(base.model, torch_engine.precision, channels_last=not torch_engine.fast.channels_last,
+                                 engine="torch")
+    rows += [(f"PyTorch engine, channels-last {'on' if other_layout.fast.channels_last else 'off'}", other_layout)]
+    if torch_engine.fast.prepacked:  # the same path with plain modules: what prepacking the weights buys
+        unpacked = predictor(engine="torch")
+        unpacked.fast = FastPath(base.model, unpacked.precision, prepack=False, engine="torch")
+        rows += [("PyTorch engine, weights not prepacked", unpacked)]
+    return rows
 
 
 def run(checkpoint: str, repeats: int, quick: bool) -> dict[str, Any]:
     """Every path's figures, the machine peak measured in the same process, and the speed-up."""
     from benchmarks.bench_machine import measure_peak
     from mvcm_core.inference import Predictor
-    from mvcm_core.inference_fast import FastPath
 
     machine = measure_peak(quick=quick)  # --quick: a smoke run, its bound is not meaningful
     base = Predictor.from_pretrained(checkpoint, optimize=False)
@@ -105,41 +137,34 @@ def run(checkpoint: str, repeats: int, quick: bool) -> dict[str, Any]:
 
     first = studies[0][1]
     rows = [bound_row("baseline: eager fp32, answer() + retrieve()", time_path(baseline, studies, repeats),
-                      model_flops(lambda: baseline(first, QUESTIONS[0])), peaks["fp32"], "fp32")]
-    variants: list[tuple[str, Any]] = [("optimised: answer_and_retrieve()", fast)]
-    if not quick:
-        variants += [("optimised, fp32", Predictor(base.model, base.folder, base.index, base.ood, base.temperature,
-                                                   precision="fp32"))]
-        other_layout = Predictor(base.model, base.folder, base.index, base.ood, base.temperature)
-        other_layout.fast = FastPath(base.model, other_layout.precision, channels_last=not other_layout.fast.channels_last)
-        layout = "on" if other_layout.fast.channels_last else "off"
-        variants += [(f"optimised, channels-last {layout}", other_layout)]
-        if fast.fast.prepacked:  # the same path with plain modules: what prepacking the weights buys
-            unpacked = Predictor(base.model, base.folder, base.index, base.ood, base.temperature)
-            unpacked.fast = FastPath(base.model, unpacked.precision, prepack=False)
-            variants += [("optimised, weights not prepacked", unpacked)]
-    for name, predictor in variants:
+                      model_flops(lambda: baseline(first, QUESTIONS[0])), peaks, "fp32", "torch")]
+    paths: list[tuple[str, Any]] = [("optimised: answer_and_retrieve()", fast)]
+    paths += [] if quick else variants(base, fast)
+    for name, predictor in paths:
         timing = time_path(optimised(predictor), studies, repeats)
         counted = unpacked_twin(predictor)  # the same arithmetic in ops the FLOP counter knows
         flops = model_flops(lambda: optimised(counted)(first, QUESTIONS[0]))  # noqa: B023
-        rows.append(bound_row(name, timing, flops, peaks[predictor.precision], predictor.precision))
+        rows.append(bound_row(name, timing, flops, peaks, predictor.precision, predictor.engine))
     if not quick:
         threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        single = [("optimised, 1 thread", fast)] + [("optimised, 1 thread, weights not prepacked", predictor)
-                                                     for name, predictor in variants if "not prepacked" in name]
-        timings = [(name, time_path(optimised(predictor), studies, repeats)) for name, predictor in single]
+        torch.set_num_threads(1)  # ONNX Runtime sessions follow it (mvcm_core.inference_ort)
+        single = paths[:1] + [(name, predictor) for name, predictor in paths[1:]
+                              if name in ("PyTorch engine", "ONNX Runtime engine (fp32)", "PyTorch engine, fp32")
+                              or name.endswith("not prepacked")]
+        timings = [(f"{name}, 1 thread", predictor, time_path(optimised(predictor), studies, repeats))
+                   for name, predictor in single]
         one_thread = measure_peak()  # one core's own peak: more than half the two-core peak here
         torch.set_num_threads(threads)
         machine["one_thread"] = {key: one_thread[key] for key in ("peak_fp32_gflops", "peak_bf16_gflops")}
-        for name, timing in timings:
-            rows.append(bound_row(name, timing, rows[1]["gflop_per_study"] * 1e9,
-                                  one_thread[f"peak_{fast.precision}_gflops"], fast.precision))
+        one_peaks = {"fp32": one_thread["peak_fp32_gflops"], "bf16": one_thread["peak_bf16_gflops"]}
+        for name, predictor, timing in timings:
+            rows.append(bound_row(name, timing, rows[1]["gflop_per_study"] * 1e9, one_peaks, predictor.precision,
+                                  predictor.engine))
     folder = studies[0][0]
     end_to_end = summary(timings_ms(lambda: fast.answer_and_retrieve(folder, QUESTIONS[0], k=5), max(5, repeats // 4)))
     return {"checkpoint": checkpoint, "threads": torch.get_num_threads(), "machine": machine, "paths": rows,
             "speedup_vs_baseline": round(rows[0]["median_ms"] / rows[1]["median_ms"], 2),
-            "optimised_precision": fast.precision, "from_dicom_folder": end_to_end,
+            "optimised_precision": fast.precision, "optimised_engine": fast.engine, "from_dicom_folder": end_to_end,
             "studies": [Path(s).name for s, _ in studies]}
 
 
@@ -155,12 +180,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     repeats = min(args.repeats, 12) if args.quick else args.repeats
     result = run(args.checkpoint or default_checkpoint(), repeats, args.quick)
-    lines = [f"per-study answer + retrieval top-5, {result['threads']} threads, peak fp32 "
-             f"{result['machine']['peak_fp32_gflops']} / bf16 {result['machine']['peak_bf16_gflops']} GFLOP/s",
-             f"{'path':<46} {'prec':>5} {'median ms':>9} {'p95 ms':>8} {'GFLOP':>6} {'bound ms':>8} {'ratio':>6}"]
+    lines = [(f"per-study answer + retrieval top-5, {result['threads']} threads, peak fp32 "
+              f"{result['machine']['peak_fp32_gflops']} / bf16 {result['machine']['peak_bf16_gflops']} GFLOP/s"),
+             (f"{'path':<52} {'engine':>11} {'prec':>5} {'median ms':>9} {'p95 ms':>8} {'GFLOP':>6} {'bound ms':>8} "
+              f"{'ratio':>6} {'vs best peak':>12}")]
     for row in result["paths"]:
-        lines.append(f"{row['path']:<46} {row['precision']:>5} {row['median_ms']:>9.1f} {row['p95_ms']:>8.1f} "
-                     f"{row['gflop_per_study']:>6.2f} {row['flop_bound_ms'] or '-':>8} {row['ratio_to_bound'] or '-':>6}")
+        lines.append(f"{row['path']:<52} {row['engine']:>11} {row['precision']:>5} {row['median_ms']:>9.1f} "
+                     f"{row['p95_ms']:>8.1f} {row['gflop_per_study']:>6.2f} {row['flop_bound_ms'] or '-':>8} "
+                     f"{row['ratio_to_bound'] or '-':>6} {row['ratio_to_best_peak'] or '-':>12}")
     if "one_thread" in result["machine"]:
         lines.append(f"one core's own peak (the 1-thread row's bound): fp32 {result['machine']['one_thread']['peak_fp32_gflops']}"
                      f" / bf16 {result['machine']['one_thread']['peak_bf16_gflops']} GFLOP/s")

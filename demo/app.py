@@ -322,8 +322,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="checkpoint folder or Hub id (default: MVCM_CHECKPOINT or the shipped one)",
     )
-    # one intra-op thread: per study 21.6 ms median / 23.7 ms p95 against 32.0 / 118 ms with two on an
-    # idle 2-core machine (PERFORMANCE.md); the second core stays free for ingest and the web server
+    # one intra-op thread: per study 18.2 ms median against 15.0 ms with two on an idle 2-core machine
+    # (PERFORMANCE.md); the second core stays free for another session's request, ingest and the web server
     parser.add_argument("--threads", type=int, default=int(os.environ.get("MVCM_DEMO_THREADS", "1")))
     args = parser.parse_args(argv)
     import torch

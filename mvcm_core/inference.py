@@ -18,6 +18,7 @@ A *study* is a :class:`~mvcm_core.data.study.Study`, a list of ``(display image,
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ from mvcm_core.checkpoint import load_pretrained, resolve_checkpoint
 from mvcm_core.data.batching import image_batch, order_views, text_batch
 from mvcm_core.data.transforms import view_to_input
 from mvcm_core.inference_fast import FastPath
+from mvcm_core.threads import one_blas_thread
 
 StudyInput = Union["Study", Sequence[tuple[np.ndarray, str]], str, Path, Sequence[Union[str, Path]]]  # noqa: F821
 MAX_QUESTION_CHARS = 300
@@ -120,10 +122,13 @@ class Predictor:
     """A loaded checkpoint that answers and retrieves (see the module docstring)."""
 
     def __init__(self, model: torch.nn.Module, folder: Path | None = None, index: Any = None, ood: Any = None,
-                 temperature: float = 1.0, *, optimize: bool = True, precision: str = "auto") -> None:
+                 temperature: float = 1.0, *, optimize: bool = True, precision: str = "auto",
+                 engine: str = "auto") -> None:
         """Wrap a loaded model; ``optimize=False`` keeps the plain eager fp32 path (the baseline).
 
-        ``precision`` (optimised path only): ``auto`` (bf16 where the CPU has native bf16), ``fp32`` or ``bf16``.
+        Optimised path only: ``engine`` ``auto`` (ONNX Runtime where installed), ``torch`` or
+        ``onnxruntime``; ``precision`` (torch engine) ``auto`` (bf16 where the CPU has native bf16),
+        ``fp32`` or ``bf16``.
         """
         from mvcm_core.models.text import load_tokenizer
 
@@ -135,8 +140,9 @@ class Predictor:
         self.tokenizer = load_tokenizer(self.cfg.text)
         self.answers = list(self.cfg.heads.vqa_answers)
         self._lock = threading.Lock()
-        self.fast = FastPath(self.model, precision) if optimize else None
+        self.fast = FastPath(self.model, precision, engine=engine) if optimize else None
         self.precision = self.fast.precision if self.fast is not None else "fp32"
+        self.engine = self.fast.engine if self.fast is not None else "torch"
 
     def _load_scoring(self, index: Any) -> tuple[Any, np.ndarray | None]:
         """The index's study → report scoring and its reports' labels (None: plain cosine ranking)."""
@@ -149,7 +155,7 @@ class Predictor:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, *, revision: str | None = None, optimize: bool = True,
-                        precision: str = "auto") -> Predictor:
+                        precision: str = "auto", engine: str = "auto") -> Predictor:
         """Load a checkpoint folder or Hub id (verified), with its index, OOD scorer and calibration."""
         folder = resolve_checkpoint(name_or_path, revision)
         model = load_pretrained(folder, revision=revision)
@@ -165,7 +171,7 @@ class Predictor:
         temperature = 1.0
         if (folder / CALIBRATION_NAME).is_file():
             temperature = float(json.loads((folder / CALIBRATION_NAME).read_text())["temperature"])
-        return cls(model, folder, index, ood, temperature, optimize=optimize, precision=precision)
+        return cls(model, folder, index, ood, temperature, optimize=optimize, precision=precision, engine=engine)
 
     @property
     def manifest(self) -> dict[str, Any]:
@@ -182,11 +188,16 @@ class Predictor:
                 batch["view_mask"][row, slot] = False
         return batch
 
+    def _numpy_threads(self) -> contextlib.AbstractContextManager:
+        """The optimised path keeps NumPy's BLAS on one thread (:mod:`mvcm_core.threads`); the baseline does not."""
+        return one_blas_thread() if self.fast is not None else contextlib.nullcontext()
+
     def _ood(self, study_features: torch.Tensor) -> tuple[bool | None, float | None]:
         if self.ood is None:
             return None, None
         embedding = study_features.float().numpy()[:1]
-        return bool(self.ood.is_in_distribution(embedding)[0]), float(self.ood.score(embedding)[0])
+        with self._numpy_threads():
+            return bool(self.ood.is_in_distribution(embedding)[0]), float(self.ood.score(embedding)[0])
 
     def _attention_maps(self, weights: torch.Tensor, view_mask: torch.Tensor, labels: list[str]
                         ) -> dict[str, list[list[float]]]:
@@ -326,10 +337,12 @@ class Predictor:
 
             with torch.inference_mode():
                 probabilities = torch.sigmoid(self.model.findings_head(study_features.float())).numpy()  # [1, F]
-            scores, cosines, ids = scored_search(self.index, self.scoring, self._report_labels, query,
-                                                 probabilities, k)
+            with self._numpy_threads():
+                scores, cosines, ids = scored_search(self.index, self.scoring, self._report_labels, query,
+                                                     probabilities, k)
         else:
-            scores, ids = self.index.search(query, k)
+            with self._numpy_threads():
+                scores, ids = self.index.search(query, k)
             scores, cosines, ids = scores[0], scores[0], ids[0]
         out = []
         for rank, (score, cosine, row) in enumerate(zip(scores, cosines, ids), start=1):

@@ -20,7 +20,11 @@ is the work done per study (figures and what did not win: ``PERFORMANCE.md``):
   into the same call (:mod:`mvcm_core.prepack`);
 - a convolutional tower has its batch norms folded into the preceding convolutions and runs
   channels-last (oneDNN's native layout; PyTorch's NCHW max-pool alone took 1.5 ms per study);
-- the input buffer is allocated once and refilled under the Predictor's lock.
+- the input buffer is allocated once and refilled under the Predictor's lock;
+- engine ``onnxruntime`` (the default for an fp32 path where it is installed, :func:`resolve_engine`;
+  ``MVCM_ENGINE=torch|onnxruntime`` overrides): the image encoder, the text encoder and the fusion
+  with the prior run as ONNX Runtime sessions exported from the model at load time
+  (:mod:`mvcm_core.inference_ort`); the options above are then off.
 """
 
 from __future__ import annotations
@@ -35,9 +39,11 @@ import torch
 
 from mvcm_core.config import VIEW_IDS, VIEW_OF_LABEL
 from mvcm_core.data.batching import order_views
+from mvcm_core.inference_ort import OrtStages, onnxruntime_available
 from mvcm_core.prepack import pack_linears, pack_resnet, prepack_supported
 
 PRECISIONS = ("auto", "fp32", "bf16")
+ENGINES = ("auto", "torch", "onnxruntime")
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -64,6 +70,24 @@ def resolve_precision(precision: str = "auto") -> str:
     if precision == "auto":
         return "bf16" if native_bf16_supported() else "fp32"
     return precision
+
+
+def resolve_engine(engine: str = "auto", precision: str = "auto") -> str:
+    """``torch`` or ``onnxruntime``; ``auto`` (or ``$MVCM_ENGINE``) picks by the precision the path will use.
+
+    bf16 (native, or asked for) runs in PyTorch: ONNX Runtime's CPU kernels compute in fp32. An fp32
+    path runs in ONNX Runtime where it is installed, which measured as fast as PyTorch in fp32 on 2
+    threads and 1.5× faster on one (``PERFORMANCE.md``).
+    """
+    engine = os.environ.get("MVCM_ENGINE", engine) if engine == "auto" else engine
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    bf16 = resolve_precision(precision) == "bf16"
+    if engine == "auto":
+        return "onnxruntime" if onnxruntime_available() and not bf16 else "torch"
+    if engine == "onnxruntime" and bf16 and precision != "auto":
+        raise ValueError("the onnxruntime engine computes in fp32; use engine='torch' for bf16")
+    return engine
 
 
 def fold_batch_norms(module: torch.nn.Module) -> int:
@@ -122,22 +146,27 @@ class FastPath:
     """The optimised forward passes of one model (see the module docstring)."""
 
     def __init__(self, model: torch.nn.Module, precision: str = "auto", channels_last: bool | None = None,
-                 merge_rows: bool = False, prepack: bool = True) -> None:
+                 merge_rows: bool = False, prepack: bool = True, engine: str = "auto") -> None:
         """Prepare ``model`` (a bf16 copy when bf16 is chosen; the caller's model is never altered).
 
         A convolutional tower always has its batch norms folded. ``channels_last`` defaults to True for
         it and False for a ViT, where it was measured not to win; ``merge_rows`` (one padded fusion pass
         for every row) did not win either (``PERFORMANCE.md``); both stay for re-measuring. ``prepack``:
         bf16 weights reordered once for oneDNN, with their activations fused (:mod:`mvcm_core.prepack`).
+        ``engine``: see :func:`resolve_engine`; with ``onnxruntime`` the path computes in fp32 and the
+        model is used as it is (ONNX Runtime folds the batch norms itself).
         """
+        self.engine = resolve_engine(engine, precision)
+        if self.engine == "onnxruntime":
+            precision, channels_last, prepack = "fp32", False, False
         self.precision = resolve_precision(precision)
         self.dtype = torch.bfloat16 if self.precision == "bf16" else torch.float32
         convolutional = not model.vision.is_vit
         self.channels_last = convolutional if channels_last is None else channels_last
-        own_copy = self.dtype != torch.float32 or self.channels_last or convolutional  # the caller's model stays
+        own_copy = (self.dtype != torch.float32 or self.channels_last or convolutional) and self.engine == "torch"
         self.model = copy.deepcopy(model) if own_copy else model
         self.model.eval()
-        if convolutional:
+        if convolutional and own_copy:
             fold_batch_norms(self.model.vision.trunk)  # in fp32, before the cast
         self.model.to(self.dtype)
         self.cfg = model.cfg
@@ -160,6 +189,7 @@ class FastPath:
                 prior = model.text_to_width(model.text.word_embeddings(model.vqa_prior_ids))  # [A_w, W]
                 k, v = head.gca.prior_keys_values(prior)
                 self.prior_kv = (k.to(self.dtype).contiguous(), v.to(self.dtype).contiguous())
+        self.ort = OrtStages(self.model, self.prior_kv) if self.engine == "onnxruntime" else None
 
     # ------------------------------------------------------------------------------- inputs
     def inputs(self, views: list[np.ndarray], labels: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -189,7 +219,7 @@ class FastPath:
         pixels = images[present].to(self.dtype)  # [P, C, H, W]
         if self.channels_last:
             pixels = pixels.contiguous(memory_format=torch.channels_last)
-        tokens = model.vision(pixels)  # [P, L, Dv]
+        tokens = model.vision(pixels) if self.ort is None else self.ort.vision(pixels)  # [P, L, Dv]
         pooled = tokens[:, 0].float().mean(0, keepdim=True)  # [1, Dv]: mean of the present views' [CLS]
         image_embeds = torch.nn.functional.normalize(model.image_projection(pooled.to(self.dtype)).float(), dim=-1)
         width = model.image_to_width.out_features
@@ -210,8 +240,10 @@ class FastPath:
                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Question tokens ``[Q, T, W]`` and their mask (None when no question is padded)."""
         model = self.model
-        states = model.text(input_ids, attention_mask)  # [Q, T, H]
         mask = attention_mask.bool()
+        if self.ort is not None:
+            return self.ort.text(input_ids, attention_mask), (None if bool(mask.all()) else mask)
+        states = model.text(input_ids, attention_mask)  # [Q, T, H]
         return model.text_to_width(states), (None if bool(mask.all()) else mask)
 
     # -------------------------------------------------------------------------------- answer
@@ -279,19 +311,29 @@ class FastPath:
                            image_mask: torch.Tensor | None, keep_weights: bool,
                            layouts: tuple[list[torch.Tensor], int]) -> tuple[torch.Tensor, torch.Tensor | None]:
         model = self.model
-        attention = model.fusion.text_layers[-1].cross_attn
-        attention.keep_weights = keep_weights
-        try:
-            text_fused, image_fused = model.fusion(text, text_mask, image, image_mask)
-            weights = attention.last_weights
-        finally:
-            attention.keep_weights, attention.last_weights = False, None
         head = model.vqa_head
-        if self.prior_kv is not None:  # per token, so on the kept tokens only
+        if self.ort is not None:  # the prior is inside the exported graph
+            text_fused, image_fused, weights = self.ort.fusion(text, text_mask, image, image_mask)
+            weights = weights if keep_weights else None
+        else:
+            text_fused, image_fused, weights = self._fuse(text, text_mask, image, image_mask, keep_weights)
+        if self.prior_kv is not None and self.ort is None:  # per token, so on the kept tokens only
             text_fused, image_fused = head.inject_prior(text_fused, image_fused, prior_kv=self.prior_kv)
         if head.regions is not None:  # region pooling reads the plain path's token layout
             image_fused, image_mask = self._scatter_rows(image_fused, *layouts)
         return head.classify(text_fused, image_fused, image_mask), weights
+
+    def _fuse(self, text: torch.Tensor, text_mask: torch.Tensor | None, image: torch.Tensor,
+              image_mask: torch.Tensor | None, keep_weights: bool
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The PyTorch fusion: fused text and image tokens, and the last text cross-attention if kept."""
+        attention = self.model.fusion.text_layers[-1].cross_attn
+        attention.keep_weights = keep_weights
+        try:
+            text_fused, image_fused = self.model.fusion(text, text_mask, image, image_mask)
+            return text_fused, image_fused, attention.last_weights
+        finally:
+            attention.keep_weights, attention.last_weights = False, None
 
     @staticmethod
     def _scatter_rows(image: torch.Tensor, layouts: list[torch.Tensor], total: int

@@ -29,7 +29,7 @@ def _predictor(median: float, speedup: float, ratio: float) -> dict:
     row = {"path": "optimised: answer_and_retrieve()", "median_ms": median, "p95_ms": median * 1.2,
            "precision": "bf16", "gflop_per_study": 1.0, "flop_bound_ms": median / ratio, "ratio_to_bound": ratio}
     baseline = {**row, "path": "baseline", "median_ms": median * speedup, "ratio_to_bound": ratio * speedup}
-    one_thread = {**row, "path": "optimised, 1 thread", "ratio_to_bound": ratio + 0.4}
+    one_thread = {**row, "path": "optimised: answer_and_retrieve(), 1 thread", "ratio_to_bound": ratio + 0.4}
     return {"paths": [baseline, row, one_thread], "speedup_vs_baseline": speedup}
 
 
@@ -61,7 +61,8 @@ def test_retrieval_and_ingest_targets():
 def test_the_flop_bound_ratio_uses_the_measured_peak():
     from benchmarks.bench_predictor import bound_row
 
-    row = bound_row("x", {"median_ms": 20.0, "p95_ms": 25.0, "runs": 3}, int(2e9), 200.0, "fp32")
+    timing = {"median_ms": 20.0, "p95_ms": 25.0, "runs": 3}
+    row = bound_row("x", timing, int(2e9), {"fp32": 200.0, "bf16": 800.0}, "fp32", "onnxruntime")
     assert row["flop_bound_ms"] == 10.0 and row["ratio_to_bound"] == 2.0
-    assert bound_row("x", {"median_ms": 20.0, "p95_ms": 25.0, "runs": 3}, int(2e9), None, "bf16")[
-        "ratio_to_bound"] is None
+    assert row["ratio_to_best_peak"] == 8.0 and row["engine"] == "onnxruntime"  # against the bf16 peak
+    assert bound_row("x", timing, int(2e9), {"fp32": None, "bf16": None}, "bf16", "torch")["ratio_to_bound"] is None

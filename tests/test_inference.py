@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import threading
 
@@ -203,9 +204,10 @@ def test_views_sharing_a_label_keep_separate_maps(served):
 QUESTIONS = ["Is there a pleural effusion?", "Which side is the effusion on?", "Is this study normal?"]
 
 
-def _paths(folder, precision="fp32"):
+def _paths(folder, precision="fp32", engine="torch"):
     eager = Predictor.from_pretrained(folder, optimize=False)
-    fast = Predictor(eager.model, eager.folder, eager.index, eager.ood, eager.temperature, precision=precision)
+    fast = Predictor(eager.model, eager.folder, eager.index, eager.ood, eager.temperature, precision=precision,
+                     engine=engine)
     return eager, fast
 
 
@@ -239,6 +241,50 @@ def test_the_optimised_fp32_path_equals_the_eager_baseline(served_with_index):
     assert probabilities.shape == (3, len(ANSWERS))
     assert abs(probabilities - eager.question_probabilities(study, QUESTIONS)).max() < 1e-4
     assert abs(eager.encode_study(study)["image_embeds"] - fast.encode_study(study)["image_embeds"]).max() < 1e-5
+
+
+def test_the_onnxruntime_engine_equals_the_eager_baseline(served_with_index):
+    pytest.importorskip("onnxruntime")
+    folder, study = served_with_index
+    eager, fast = _paths(folder, engine="onnxruntime")
+    assert fast.engine == "onnxruntime" and fast.precision == "fp32" and fast.fast.model is eager.model
+    threads = torch.get_num_threads()
+    try:
+        for count, question in zip((threads, 1, threads), QUESTIONS):  # sessions follow PyTorch's thread count
+            torch.set_num_threads(count)
+            answer, retrieved = fast.answer_and_retrieve(study, question, top_k=5, k=4)
+            _close_answers(answer, eager.answer(study, question, top_k=5), 2e-4)
+            expected = eager.retrieve(study, k=4)
+            assert [r.report_uid for r in retrieved["reports"]] == [r.report_uid for r in expected["reports"]]
+    finally:
+        torch.set_num_threads(threads)
+    assert sorted(fast.fast.ort._sessions) == sorted({threads, 1})
+    single = [study / "PA.dcm"]  # one view: the fusion graph runs on fewer tokens than it was traced with
+    _close_answers(fast.answer(single, QUESTIONS[0]), eager.answer(single, QUESTIONS[0]), 2e-4)
+    probabilities = fast.question_probabilities(study, QUESTIONS)  # three questions of different lengths, padded
+    assert abs(probabilities - eager.question_probabilities(study, QUESTIONS)).max() < 1e-4
+
+
+def test_the_engine_follows_the_precision_and_the_environment(monkeypatch):
+    from mvcm_core import inference_fast
+
+    monkeypatch.delenv("MVCM_ENGINE", raising=False)
+    monkeypatch.delenv("MVCM_PRECISION", raising=False)
+    monkeypatch.setattr(inference_fast, "onnxruntime_available", lambda: True)
+    monkeypatch.setattr(inference_fast, "native_bf16_supported", lambda: True)
+    assert inference_fast.resolve_engine("auto") == "torch"  # bf16 runs in PyTorch
+    assert inference_fast.resolve_engine("auto", "fp32") == "onnxruntime"
+    monkeypatch.setattr(inference_fast, "native_bf16_supported", lambda: False)
+    assert inference_fast.resolve_engine("auto") == "onnxruntime"
+    monkeypatch.setenv("MVCM_ENGINE", "torch")
+    assert inference_fast.resolve_engine("auto") == "torch"
+    monkeypatch.setattr(inference_fast, "onnxruntime_available", lambda: False)
+    monkeypatch.delenv("MVCM_ENGINE")
+    assert inference_fast.resolve_engine("auto") == "torch"  # not installed: PyTorch
+    with pytest.raises(ValueError, match="engine must be"):
+        inference_fast.resolve_engine("tensorrt")
+    with pytest.raises(ValueError, match="fp32"):
+        inference_fast.resolve_engine("onnxruntime", "bf16")
 
 
 def test_the_bf16_path_stays_close_to_the_eager_baseline(served):
@@ -338,3 +384,7 @@ def test_a_cnn_tower_with_fusion_positions_and_region_pooling_runs_folded_and_ch
     for question in QUESTIONS:
         _close_answers(fast.answer(study, question, top_k=5), eager.answer(study, question, top_k=5), 2e-4)
     assert abs(eager.encode_study(study)["image_embeds"] - fast.encode_study(study)["image_embeds"]).max() < 1e-5
+    if importlib.util.find_spec("onnxruntime"):  # the exported tower keeps its batch norms and positions
+        _, ort = _paths(eager.folder, engine="onnxruntime")
+        for question in QUESTIONS:
+            _close_answers(ort.answer(study, question, top_k=5), eager.answer(study, question, top_k=5), 2e-4)
