@@ -126,9 +126,9 @@ class Predictor:
                  engine: str = "auto") -> None:
         """Wrap a loaded model; ``optimize=False`` keeps the plain eager fp32 path (the baseline).
 
-        Optimised path only: ``engine`` ``auto`` (ONNX Runtime where installed), ``torch`` or
-        ``onnxruntime``; ``precision`` (torch engine) ``auto`` (bf16 where the CPU has native bf16),
-        ``fp32`` or ``bf16``.
+        Optimised path only: ``precision`` ``auto`` (bf16 where the CPU has native bf16), ``fp32`` or
+        ``bf16``; ``engine`` ``auto`` (PyTorch for bf16, ONNX Runtime for fp32 where it is installed),
+        ``torch`` or ``onnxruntime`` (:func:`~mvcm_core.inference_fast.resolve_engine`).
         """
         from mvcm_core.models.text import load_tokenizer
 

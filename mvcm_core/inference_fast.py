@@ -77,7 +77,7 @@ def resolve_engine(engine: str = "auto", precision: str = "auto") -> str:
 
     bf16 (native, or asked for) runs in PyTorch: ONNX Runtime's CPU kernels compute in fp32. An fp32
     path runs in ONNX Runtime where it is installed, which measured as fast as PyTorch in fp32 on 2
-    threads and 1.5× faster on one (``PERFORMANCE.md``).
+    threads and 1.36× faster on one (``PERFORMANCE.md``).
     """
     engine = os.environ.get("MVCM_ENGINE", engine) if engine == "auto" else engine
     if engine not in ENGINES:
