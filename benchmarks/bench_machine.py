@@ -33,11 +33,16 @@ def gflops(fn: Callable[[], object], flops: float, repeats: int) -> float:
     return statistics.median(rates)
 
 
-def matmul_rates(sizes: Sequence[int], repeats: int) -> list[dict[str, Any]]:
-    """GFLOP/s of torch fp32, torch bf16 and NumPy fp32 for square ``n x n`` matmuls."""
+def bf16_native() -> bool:
+    """True when oneDNN runs bf16 here on native instructions (the bf16 columns are measured only then)."""
     from mvcm_core.inference_fast import native_bf16_supported
 
-    bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported() and native_bf16_supported()
+    return torch.ops.mkldnn._is_mkldnn_bf16_supported() and native_bf16_supported()
+
+
+def matmul_rates(sizes: Sequence[int], repeats: int) -> list[dict[str, Any]]:
+    """GFLOP/s of torch fp32, torch bf16 and NumPy fp32 for square ``n x n`` matmuls."""
+    bf16 = bf16_native()
     rows = []
     for n in sizes:
         flops = 2.0 * n**3
@@ -66,9 +71,7 @@ def shape_rates(shapes: Sequence[tuple[int, int, int]] = MODEL_SHAPES, repeats: 
     What a single product of that size reaches here: the gap between these and the square-matmul peak
     is what the FLOP bound cannot see.
     """
-    from mvcm_core.inference_fast import native_bf16_supported
-
-    bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported() and native_bf16_supported()
+    bf16 = bf16_native()
     rows = []
     for m, k, n in shapes:
         x, w = torch.randn(m, k), torch.randn(n, k)

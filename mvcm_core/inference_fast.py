@@ -317,8 +317,8 @@ class FastPath:
             weights = weights if keep_weights else None
         else:
             text_fused, image_fused, weights = self._fuse(text, text_mask, image, image_mask, keep_weights)
-        if self.prior_kv is not None and self.ort is None:  # per token, so on the kept tokens only
-            text_fused, image_fused = head.inject_prior(text_fused, image_fused, prior_kv=self.prior_kv)
+            if self.prior_kv is not None:  # per token, so on the kept tokens only
+                text_fused, image_fused = head.inject_prior(text_fused, image_fused, prior_kv=self.prior_kv)
         if head.regions is not None:  # region pooling reads the plain path's token layout
             image_fused, image_mask = self._scatter_rows(image_fused, *layouts)
         return head.classify(text_fused, image_fused, image_mask), weights

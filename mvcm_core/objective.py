@@ -20,19 +20,7 @@ import torch
 from torch import nn
 
 from mvcm_core.data.findings import CANONICAL_TERMS
-from mvcm_core.losses import (
-    ContrastiveLoss,
-    FindingsLoss,
-    ITMLoss,
-    MIMLoss,
-    MLMLoss,
-    OTAlignLoss,
-    PositionsLoss,
-    PrototypeLoss,
-    SoftLabelContrastiveLoss,
-    TokenAlignLoss,
-    sample_hard_negatives,
-)
+from mvcm_core.losses import create_loss, sample_hard_negatives
 from mvcm_core.losses.distributed import all_reduce_sum_, gather_no_grad, gather_with_grad, rank, world_size
 
 OWN_TEMPERATURE = ("inter_view", "soft_inter_view", "soft_intra_text")
@@ -41,19 +29,11 @@ LOSS_NAMES = ("itc", "inter_view", "soft_itc", "soft_inter_view", "soft_intra_te
 
 
 def _build_loss(name: str, params: dict[str, Any], embed_dim: int) -> nn.Module:
-    if name in ("itc", "inter_view"):
-        return ContrastiveLoss(name=name, **params)
     if name in ("soft_itc", "soft_inter_view", "soft_intra_text"):
         params.setdefault("normal_index", CANONICAL_TERMS.index("normal"))  # label-free reports count as normal
-        return SoftLabelContrastiveLoss(name=name, **params)
-    if name == "token_align":
-        return TokenAlignLoss(**params)
-    if name == "ot_align":
-        return OTAlignLoss(**params)
     if name == "proto":
-        return PrototypeLoss(embed_dim=embed_dim, **params)
-    return {"mlm": MLMLoss, "mim": MIMLoss, "itm": ITMLoss, "findings": FindingsLoss,
-            "positions": PositionsLoss}[name](**params)
+        return create_loss(name, embed_dim=embed_dim, **params)
+    return create_loss(name, **params)
 
 
 class PretrainTask(nn.Module):
