@@ -77,6 +77,8 @@ class HeadCfg:
     vqa_prior_token_ids: list[int] = field(default_factory=list)  # token ids of the prior's words
     vqa_regions: int = 0  # > 0: the classifier also reads each view's fused tokens pooled over an n × n grid
     # of its cells (left / right, upper / lower); a plain mean over every token cannot say where a finding is
+    vqa_evidence: bool = False  # the classifier also reads the position heads' probabilities (side from the
+    # frontal view, depth from the lateral; needs position_heads): where a finding lies, as the tower says it
 
 
 @dataclass

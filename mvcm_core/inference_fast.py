@@ -40,6 +40,7 @@ import torch
 from mvcm_core.config import VIEW_IDS, VIEW_OF_LABEL
 from mvcm_core.data.batching import order_views
 from mvcm_core.inference_ort import OrtStages, onnxruntime_available
+from mvcm_core.models.vqa import position_evidence
 from mvcm_core.prepack import pack_linears, pack_resnet, prepack_supported
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -140,6 +141,8 @@ class StudyEncoding:
     image_tokens: torch.Tensor  # [V*L + V, W], model dtype: every view's tokens, then each view's missing-view token
     token_valid: torch.Tensor  # [V, L] bool
     view_ids: torch.Tensor  # [V]
+    view_mask: torch.Tensor | None = None  # [V] bool: which view slots hold an image
+    position_logits: tuple[torch.Tensor, torch.Tensor] | None = None  # side [2S] (frontal slot), depth [2D] (lateral)
 
 
 class FastPath:
@@ -234,7 +237,35 @@ class FastPath:
         valid[:, 0] = True
         valid[present] = True
         table = torch.cat([study.view(v * length, width), missing])  # [V, L, W] -> [V*L + V, W]
-        return StudyEncoding(image_embeds, pooled, table, valid, view_ids)
+        positions = None
+        if model.vqa_head is not None and model.vqa_head.evidence is not None:
+            positions = self._position_logits(tokens, view_mask)
+        return StudyEncoding(image_embeds, pooled, table, valid, view_ids, view_mask.clone(), positions)
+
+    def _position_logits(self, tokens: torch.Tensor, view_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The side head on the frontal slot's cells and the depth head on the lateral slot's (zeros if absent)."""
+        model, prefix = self.model, self.model.vision.num_prefix_tokens
+        rank = view_mask.long().cumsum(0) - 1  # slot -> its row in the present views' tokens
+        outputs = []
+        for slot, head in ((0, model.side_head), (1, model.depth_head)):
+            if bool(view_mask[slot]):
+                outputs.append(head(tokens[rank[slot], prefix:].unsqueeze(0)).float()[0])  # [N, Dv] -> [K]
+            else:
+                outputs.append(torch.zeros(head.where.shape[1]))  # [K]
+        return outputs[0], outputs[1]
+
+    @staticmethod
+    def row_evidence(study: StudyEncoding, drops: list[int | None]) -> torch.Tensor | None:
+        """The position evidence ``[R, E]`` of each row (a dropped view's heads count as absent), or None."""
+        if study.position_logits is None:
+            return None
+        side, depth = study.position_logits
+        rows = []
+        for dropped in drops:
+            valid = [bool(study.view_mask[slot]) and int(study.view_ids[slot]) == VIEW_IDS[name] and dropped != slot
+                     for slot, name in ((0, "frontal"), (1, "lateral"))]
+            rows.append(position_evidence(side[None], torch.tensor(valid[:1]), depth[None], torch.tensor(valid[1:])))
+        return torch.cat(rows)  # R x [1, E] -> [R, E]
 
     def encode_questions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -256,6 +287,7 @@ class FastPath:
         weights of row 0 ``[1, h, T, V*L + M]`` in the plain path's layout (zero on masked tokens).
         """
         kept = [self._kept_tokens(study, slot) for slot in drops]
+        evidence = self.row_evidence(study, drops)  # [R, E] or None
         keeps, layouts = [k for k, _ in kept], [layout for _, layout in kept]
         logits: list[torch.Tensor | None] = [None] * len(drops)
         weights = None
@@ -270,7 +302,8 @@ class FastPath:
                 else text_mask[rows]
             record = keep_weights and rows[0] == 0
             group_logits, group_weights = self._fuse_and_classify(
-                rows_text, rows_mask, image, image_mask, record, ([layouts[r] for r in rows], study.token_valid.numel()))
+                rows_text, rows_mask, image, image_mask, record, ([layouts[r] for r in rows], study.token_valid.numel()),
+                None if evidence is None else evidence[rows])
             for position, row in enumerate(rows):
                 logits[row] = group_logits[position]
             if record:
@@ -309,7 +342,8 @@ class FastPath:
 
     def _fuse_and_classify(self, text: torch.Tensor, text_mask: torch.Tensor | None, image: torch.Tensor,
                            image_mask: torch.Tensor | None, keep_weights: bool,
-                           layouts: tuple[list[torch.Tensor], int]) -> tuple[torch.Tensor, torch.Tensor | None]:
+                           layouts: tuple[list[torch.Tensor], int], evidence: torch.Tensor | None = None
+                           ) -> tuple[torch.Tensor, torch.Tensor | None]:
         model = self.model
         head = model.vqa_head
         if self.ort is not None:  # the prior is inside the exported graph
@@ -321,7 +355,8 @@ class FastPath:
                 text_fused, image_fused = head.inject_prior(text_fused, image_fused, prior_kv=self.prior_kv)
         if head.regions is not None:  # region pooling reads the plain path's token layout
             image_fused, image_mask = self._scatter_rows(image_fused, *layouts)
-        return head.classify(text_fused, image_fused, image_mask), weights
+        evidence = None if evidence is None else evidence.to(image_fused.dtype)
+        return head.classify(text_fused, image_fused, image_mask, evidence), weights
 
     def _fuse(self, text: torch.Tensor, text_mask: torch.Tensor | None, image: torch.Tensor,
               image_mask: torch.Tensor | None, keep_weights: bool

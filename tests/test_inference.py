@@ -360,17 +360,20 @@ def test_a_scored_index_ranks_studies_by_its_scoring_and_text_queries_by_cosine(
     assert by_text[0].report_uid == "R1" and by_text[0].score == pytest.approx(1.0, abs=2e-3)
 
 
-def test_a_cnn_tower_with_fusion_positions_and_region_pooling_runs_folded_and_channels_last_as_eager(
+def test_a_cnn_tower_with_fusion_positions_region_pooling_and_evidence_runs_folded_and_channels_last_as_eager(
         served, tmp_path):
     _, study = served
     overrides = {**TINY_OVERRIDES, "vision": {"timm_name": "resnet18", "image_size": 32, "timm_kwargs": {
         "channels": [8, 16, 32, 64], "stem_width": 8, "output_stride": 16}, "train_mask_ratio": 0.0},
         "fusion": {**TINY_OVERRIDES["fusion"], "image_positions": True},
-        "heads": {**TINY_OVERRIDES["heads"], "vqa_regions": 2}}
+        "heads": {**TINY_OVERRIDES["heads"], "vqa_regions": 2, "position_heads": True, "vqa_evidence": True}}
     torch.manual_seed(0)
     model = build_vqa_model("mvcm-tiny-cnn", ANSWERS, True, overrides)
     with torch.no_grad():
         model.fusion_positions.normal_(std=0.5)  # trained positions: the fast path must add them as well
+        for head in (model.side_head, model.depth_head, model.vqa_head.evidence[0]):
+            for parameter in head.parameters():  # evidence that moves the answer, read from the right views
+                parameter.normal_(std=2.0)
     for norm in (m for m in model.vision.modules() if isinstance(m, torch.nn.BatchNorm2d)):
         norm.running_mean.uniform_(-0.5, 0.5)  # statistics a trained tower would have: folding must use them
         norm.running_var.uniform_(0.5, 2.0)
@@ -381,9 +384,14 @@ def test_a_cnn_tower_with_fusion_positions_and_region_pooling_runs_folded_and_ch
     assert fast.fast.model.vqa_head.regions.shape == (2 * 2 * 2, 2 * 5)  # 2 views × 2×2 regions, 1 + 2×2 tokens
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.fast.model.vision.modules())
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in eager.model.vision.modules()) > 0  # baseline untouched
+    single = [study / "PA.dcm"]  # the lateral's depth evidence is absent, in every path alike
     for question in QUESTIONS:
         _close_answers(fast.answer(study, question, top_k=5), eager.answer(study, question, top_k=5), 2e-4)
+        _close_answers(fast.answer(single, question, top_k=5), eager.answer(single, question, top_k=5), 2e-4)
     assert abs(eager.encode_study(study)["image_embeds"] - fast.encode_study(study)["image_embeds"]).max() < 1e-5
+    _, bf16 = _paths(eager.folder, precision="bf16")  # prepacked heads, the evidence projection among them
+    difference = abs(bf16.question_probabilities(study, QUESTIONS) - eager.question_probabilities(study, QUESTIONS))
+    assert difference.max() < 0.05
     if importlib.util.find_spec("onnxruntime"):  # the exported tower keeps its batch norms and positions
         _, ort = _paths(eager.folder, engine="onnxruntime")
         for question in QUESTIONS:

@@ -1,11 +1,13 @@
-"""The VQA head's region pooling: where a finding is reaches the classifier."""
+"""The VQA head's region pooling and position evidence: where a finding is reaches the classifier."""
 
 from __future__ import annotations
 
 import pytest
 import torch
+from conftest import TINY_OVERRIDES
 
-from mvcm_core.models.vqa import VQAHead, region_weights
+from mvcm_core.models.vqa import VQAHead, position_evidence, region_weights
+from training.finetune_vqa import build_vqa_model
 
 
 def test_region_weights_split_each_views_cells_into_a_grid_and_skip_the_prefix():
@@ -33,3 +35,40 @@ def test_only_the_region_pooled_head_tells_a_finding_on_the_left_from_one_on_the
     masked[0, 1 + 11] = False  # a masked token counts in no region mean
     head = VQAHead(width, 3, heads=2, gca=False, regions=region_weights(1, 1, grid, 2))
     assert torch.allclose(head(text, None, right, masked), head(text, None, torch.zeros_like(right), masked))
+
+
+def test_position_evidence_is_zero_and_flagged_where_its_view_is_absent():
+    side, depth = torch.full((2, 4), 3.0, requires_grad=True), torch.full((2, 2), -3.0)
+    evidence = position_evidence(side, torch.tensor([True, False]), depth, torch.tensor([False, True]))
+    assert evidence.shape == (2, 4 + 1 + 2 + 1) and not evidence.requires_grad  # the heads keep their own losses
+    assert torch.allclose(evidence[0, :5], torch.tensor([torch.sigmoid(torch.tensor(3.0)).item()] * 4 + [1.0]))
+    assert evidence[0, 5:].abs().sum() == 0 and evidence[1, :5].abs().sum() == 0
+    assert evidence[1, -1] == 1.0 and evidence[1, 5] == pytest.approx(torch.sigmoid(torch.tensor(-3.0)).item())
+
+
+def _evidence_batch(model, view_mask):
+    questions, studies = 3, 2
+    size = model.cfg.preprocess.image_size
+    return {"images": torch.randn(studies, 2, 1, size, size), "view_ids": torch.tensor([[0, 1]] * studies),
+            "view_mask": torch.tensor(view_mask), "study_index": torch.tensor([0, 1, 1]),
+            "input_ids": torch.randint(5, 100, (questions, 6)), "attention_mask": torch.ones(questions, 6)}
+
+
+def test_the_depth_evidence_reaches_an_answer_only_when_the_lateral_is_there():
+    overrides = {**TINY_OVERRIDES, "heads": {**TINY_OVERRIDES["heads"], "position_heads": True, "vqa_evidence": True}}
+    torch.manual_seed(0)
+    model = build_vqa_model("mvcm-tiny", ["no", "yes", "anterior", "posterior"], True, overrides).eval()
+    batch = _evidence_batch(model, [[True, True], [True, False]])  # study 1 has no lateral
+    with torch.no_grad():
+        before = model.vqa_logits(batch)
+        model.depth_head.score.bias.add_(5.0)  # the lateral's depth head says something else
+        after = model.vqa_logits(batch)
+    assert before.shape == (3, 4)
+    assert not torch.allclose(before[0], after[0])  # question 0 is about study 0, which has its lateral
+    assert torch.allclose(before[1:], after[1:])  # questions 1-2 read study 1: no lateral, no depth evidence
+    logits = model.vqa_logits(_evidence_batch(model, [[True, True], [True, True]]))
+    logits.sum().backward()
+    assert model.vqa_head.evidence[0].weight.grad.abs().sum() > 0
+    assert model.depth_head.score.weight.grad is None  # detached: VQA never moves the position heads
+    with pytest.raises(ValueError, match="position_heads"):
+        build_vqa_model("mvcm-tiny", ["no"], True, {**TINY_OVERRIDES, "heads": {"vqa_evidence": True}})

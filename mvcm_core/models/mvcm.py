@@ -20,7 +20,7 @@ from mvcm_core.models.fusion import CoAttentionFusion
 from mvcm_core.models.heads import CellScoreHead, MIMDecoder, Projection, TiedMLMHead
 from mvcm_core.models.text import TextEncoder
 from mvcm_core.models.vision import ImageEncoder
-from mvcm_core.models.vqa import VQAHead, region_weights
+from mvcm_core.models.vqa import VQAHead, position_evidence, region_weights
 
 NUM_VIEW_TYPES = 3
 
@@ -72,7 +72,13 @@ class MVCM(nn.Module):
             if heads.vqa_regions:
                 grid = round(self.vision.num_patches ** 0.5)
                 regions = region_weights(cfg.vision.max_views, self.vision.num_prefix_tokens, grid, heads.vqa_regions)
-            self.vqa_head = VQAHead(width, len(heads.vqa_answers), cfg.fusion.heads, heads.vqa_gca, regions)
+            evidence_dim = 0
+            if heads.vqa_evidence:
+                if not heads.position_heads:
+                    raise ValueError("heads.vqa_evidence reads the position heads: set heads.position_heads")
+                evidence_dim = 2 * (len(POSITION_SIDE_TERMS) + len(POSITION_DEPTH_TERMS)) + 2
+            self.vqa_head = VQAHead(width, len(heads.vqa_answers), cfg.fusion.heads, heads.vqa_gca, regions,
+                                    evidence_dim)
             self.register_buffer("vqa_prior_ids", torch.tensor(heads.vqa_prior_token_ids, dtype=torch.long),
                                  persistent=False)
         self.mim_decoder = None
@@ -222,16 +228,22 @@ class MVCM(nn.Module):
             raise ValueError("this model has no VQA head (set heads.vqa_answers)")
         if study is None:
             study = self.encode_study(batch["images"], batch["view_ids"], batch["view_mask"].bool())
+        evidence = None
+        if self.vqa_head.evidence is not None:
+            evidence = position_evidence(study["side_logits"], study["side_valid"], study["depth_logits"],
+                                         study["depth_valid"])  # [S, E]
         if "study_index" in batch:
             index = batch["study_index"]
             study = {k: study[k].index_select(0, index) for k in ("image_tokens", "image_token_mask")}
+            evidence = None if evidence is None else evidence.index_select(0, index)  # [S, E] -> [Q, E]
         text = self.encode_text(batch["input_ids"], batch["attention_mask"], batch.get("text_states"))
         text_fused, image_fused = self.fuse(text["text_tokens"], text["text_token_mask"], study["image_tokens"],
                                             study["image_token_mask"])
         prior = None
         if self.vqa_head.gca is not None:
             prior = self.text_to_width(self.text.word_embeddings(self.vqa_prior_ids))  # [A_w, W]
-        return self.vqa_head(text_fused, text["text_token_mask"], image_fused, study["image_token_mask"], prior)
+        return self.vqa_head(text_fused, text["text_token_mask"], image_fused, study["image_token_mask"], prior,
+                             evidence=evidence)
 
     # ---------------------------------------------------------------------------------- forward
     def forward(self, batch: dict[str, torch.Tensor], tasks: frozenset[str] = frozenset(),

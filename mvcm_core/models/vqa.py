@@ -80,29 +80,46 @@ def region_weights(views: int, prefix: int, grid: int, regions: int) -> torch.Te
     return weights
 
 
+def position_evidence(side_logits: torch.Tensor, side_valid: torch.Tensor, depth_logits: torch.Tensor,
+                      depth_valid: torch.Tensor) -> torch.Tensor:
+    """``[B, 2S + 1 + 2D + 1]``: the position heads' probabilities, zero where their view is absent, and validity.
+
+    ``side_logits [B, 2S]`` come from the frontal view and ``depth_logits [B, 2D]`` from the lateral
+    (:meth:`~mvcm_core.models.mvcm.MVCM.encode_study`); ``*_valid [B]`` say whether that view exists.
+    Detached: the heads keep what their own losses taught them.
+    """
+    side_valid = side_valid.to(side_logits.dtype).unsqueeze(-1)  # [B] -> [B, 1]
+    depth_valid = depth_valid.to(depth_logits.dtype).unsqueeze(-1)  # [B] -> [B, 1]
+    return torch.cat([torch.sigmoid(side_logits.detach()) * side_valid, side_valid,
+                      torch.sigmoid(depth_logits.detach()) * depth_valid, depth_valid], dim=-1)
+
+
 class VQAHead(nn.Module):
     """``(fused text [B,T,W], fused image [B,P,W], masks, prior [A_w, W] | None) -> logits [B, A]``.
 
-    The classifier reads the text [CLS], the mean of the image tokens and, with ``regions``
-    (``[R, P]`` from :func:`region_weights`), the mean of each region's real tokens.
+    The classifier reads the text [CLS], the mean of the image tokens, with ``regions``
+    (``[R, P]`` from :func:`region_weights`) the mean of each region's real tokens and, with
+    ``evidence_dim``, the position heads' evidence (:func:`position_evidence`) projected to the width.
     """
 
     def __init__(self, width: int, num_answers: int, heads: int, gca: bool,
-                 regions: torch.Tensor | None = None) -> None:
+                 regions: torch.Tensor | None = None, evidence_dim: int = 0) -> None:
         super().__init__()
         self.gca = GatedCrossAttention(width, heads) if gca else None
         self.register_buffer("regions", regions, persistent=False)
-        inputs = (2 + (0 if regions is None else regions.shape[0])) * width
+        self.evidence = nn.Sequential(nn.Linear(evidence_dim, width), nn.GELU()) if evidence_dim else None
+        inputs = (2 + (0 if regions is None else regions.shape[0]) + (1 if evidence_dim else 0)) * width
         self.classifier = nn.Sequential(nn.Linear(inputs, 2 * width), nn.LayerNorm(2 * width), nn.GELU(),
                                         nn.Linear(2 * width, num_answers))
 
     def forward(self, text: torch.Tensor, text_mask: torch.Tensor | None, image: torch.Tensor,
                 image_mask: torch.Tensor | None, prior: torch.Tensor | None = None,
-                prior_kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+                prior_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
+                evidence: torch.Tensor | None = None) -> torch.Tensor:
         """Logits ``[B, A]``; ``image_mask`` None = every image token is real; ``prior_kv`` = a cached prior."""
         if self.gca is not None:
             text, image = self.inject_prior(text, image, prior, prior_kv)
-        return self.classify(text, image, image_mask)
+        return self.classify(text, image, image_mask, evidence)
 
     def inject_prior(self, text: torch.Tensor, image: torch.Tensor, prior: torch.Tensor | None = None,
                      prior_kv: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -113,8 +130,10 @@ class VQAHead(nn.Module):
         tokens = self.gca(torch.cat([text, image], dim=1), prior, prior_kv)  # [B, T + P, W]
         return tokens[:, : text.shape[1]], tokens[:, text.shape[1]:]
 
-    def classify(self, text: torch.Tensor, image: torch.Tensor, image_mask: torch.Tensor | None) -> torch.Tensor:
-        """Logits ``[B, A]`` from the text [CLS], the image mean and the region means (after the prior)."""
+    def classify(self, text: torch.Tensor, image: torch.Tensor, image_mask: torch.Tensor | None,
+                 evidence: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``[B, A]`` from the text [CLS], the image mean, the region means (after the prior) and
+        the position evidence ``[B, E]`` (required when the head was built with ``evidence_dim``)."""
         if image_mask is None:
             pooled_image = image.mean(1)
         else:
@@ -128,4 +147,8 @@ class VQAHead(nn.Module):
             sums = torch.einsum("rp,bpw->brw", weights, image * real.unsqueeze(-1))  # [B, R, W]
             counts = torch.einsum("rp,bp->br", weights, real).clamp_min(1.0)  # [B, R]
             features.append((sums / counts.unsqueeze(-1)).flatten(1))  # [B, R, W] -> [B, R*W]
+        if self.evidence is not None:
+            if evidence is None:
+                raise ValueError("this VQA head reads the position heads' evidence; none was given")
+            features.append(self.evidence(evidence.to(image.dtype)))  # [B, E] -> [B, W]
         return self.classifier(torch.cat(features, dim=-1))
