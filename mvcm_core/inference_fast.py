@@ -21,6 +21,8 @@ is the work done per study (figures and what did not win: ``PERFORMANCE.md``):
 - a convolutional tower has its batch norms folded into the preceding convolutions and runs
   channels-last (oneDNN's native layout; PyTorch's NCHW max-pool alone took 1.5 ms per study);
 - the input buffer is allocated once and refilled under the Predictor's lock;
+- a question asked again (a class working through the same questions, the app's examples) reuses its
+  encoded tokens: the last ``question_cache`` single questions are kept, keyed by their token ids;
 - engine ``onnxruntime`` (the default for an fp32 path where it is installed, :func:`resolve_engine`;
   ``MVCM_ENGINE=torch|onnxruntime`` overrides): the image encoder, the text encoder and the fusion
   with the prior run as ONNX Runtime sessions exported from the model at load time
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -149,7 +152,8 @@ class FastPath:
     """The optimised forward passes of one model (see the module docstring)."""
 
     def __init__(self, model: torch.nn.Module, precision: str = "auto", channels_last: bool | None = None,
-                 merge_rows: bool = False, prepack: bool = True, engine: str = "auto") -> None:
+                 merge_rows: bool = False, prepack: bool = True, engine: str = "auto",
+                 question_cache: int = 256) -> None:
         """Prepare ``model`` (a bf16 copy when bf16 is chosen; the caller's model is never altered).
 
         A convolutional tower always has its batch norms folded. ``channels_last`` defaults to True for
@@ -157,7 +161,8 @@ class FastPath:
         for every row) did not win either (``PERFORMANCE.md``); both stay for re-measuring. ``prepack``:
         bf16 weights reordered once for oneDNN, with their activations fused (:mod:`mvcm_core.prepack`).
         ``engine``: see :func:`resolve_engine`; with ``onnxruntime`` the path computes in fp32 and the
-        model is used as it is (ONNX Runtime folds the batch norms itself).
+        model is used as it is (ONNX Runtime folds the batch norms itself). ``question_cache``: how many
+        encoded single questions to keep (0: none).
         """
         self.engine = resolve_engine(engine, precision)
         if self.engine == "onnxruntime":
@@ -193,6 +198,8 @@ class FastPath:
                 k, v = head.gca.prior_keys_values(prior)
                 self.prior_kv = (k.to(self.dtype).contiguous(), v.to(self.dtype).contiguous())
         self.ort = OrtStages(self.model, self.prior_kv) if self.engine == "onnxruntime" else None
+        self.question_cache = question_cache
+        self._questions: OrderedDict[bytes, tuple[torch.Tensor, torch.Tensor | None]] = OrderedDict()
 
     # ------------------------------------------------------------------------------- inputs
     def inputs(self, views: list[np.ndarray], labels: list[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -269,7 +276,24 @@ class FastPath:
 
     def encode_questions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Question tokens ``[Q, T, W]`` and their mask (None when no question is padded)."""
+        """Question tokens ``[Q, T, W]`` and their mask (None when no question is padded).
+
+        One question is looked up in the cache first (least recently used out); callers do not modify
+        the returned tensors.
+        """
+        if not self.question_cache or input_ids.shape[0] != 1:
+            return self._encode_questions(input_ids, attention_mask)
+        key = input_ids.numpy().tobytes() + attention_mask.numpy().tobytes()
+        if key in self._questions:
+            self._questions.move_to_end(key)
+            return self._questions[key]
+        encoded = self._questions[key] = self._encode_questions(input_ids, attention_mask)
+        while len(self._questions) > self.question_cache:
+            self._questions.popitem(last=False)
+        return encoded
+
+    def _encode_questions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
+                          ) -> tuple[torch.Tensor, torch.Tensor | None]:
         model = self.model
         mask = attention_mask.bool()
         if self.ort is not None:

@@ -396,3 +396,24 @@ def test_a_cnn_tower_with_fusion_positions_region_pooling_and_evidence_runs_fold
         _, ort = _paths(eager.folder, engine="onnxruntime")
         for question in QUESTIONS:
             _close_answers(ort.answer(study, question, top_k=5), eager.answer(study, question, top_k=5), 2e-4)
+
+
+def test_a_repeated_question_reuses_its_encoding_and_the_cache_stays_bounded(served):
+    checkpoint, study = served
+    eager, fast = _paths(checkpoint)
+    fast.fast.question_cache = 2
+    calls = []
+    encode = fast.fast._encode_questions
+    fast.fast._encode_questions = lambda ids, mask: calls.append(ids.shape) or encode(ids, mask)
+    first = fast.answer(study, QUESTIONS[1])
+    again = fast.answer(study, QUESTIONS[1])
+    assert len(calls) == 1 and again.alternatives == first.alternatives  # the second answer read the cache
+    _close_answers(again, eager.answer(study, QUESTIONS[1]), 2e-4)
+    for question in QUESTIONS:  # three distinct questions through a cache of two: the first one is dropped
+        fast.answer(study, question)
+    assert len(fast.fast._questions) == 2 and len(calls) == 3
+    fast.question_probabilities(study, QUESTIONS)  # several questions at once are encoded together, not cached
+    assert calls[-1][0] == 3 and len(fast.fast._questions) == 2
+    fast.fast.question_cache = 0
+    fast.answer(study, QUESTIONS[2])
+    assert len(calls) == 5
