@@ -44,7 +44,13 @@ from mvcm_core.config import VIEW_IDS, VIEW_OF_LABEL
 from mvcm_core.data.batching import order_views
 from mvcm_core.inference_ort import OrtStages, onnxruntime_available
 from mvcm_core.models.vqa import position_evidence
-from mvcm_core.prepack import pack_linears, pack_resnet, prepack_supported
+from mvcm_core.prepack import (
+    fold_batch_norms,
+    keep_channels_last,
+    pack_linears,
+    pack_resnet,
+    prepack_supported,
+)
 
 PRECISIONS = ("auto", "fp32", "bf16")
 ENGINES = ("auto", "torch", "onnxruntime")
@@ -92,47 +98,6 @@ def resolve_engine(engine: str = "auto", precision: str = "auto") -> str:
     if engine == "onnxruntime" and bf16 and precision != "auto":
         raise ValueError("the onnxruntime engine computes in fp32; use engine='torch' for bf16")
     return engine
-
-
-def fold_batch_norms(module: torch.nn.Module) -> int:
-    """Fold every eval-mode ``BatchNorm2d`` into the ``Conv2d`` before it, in place; returns how many.
-
-    Pairs are a ``bnK`` child with its ``convK`` sibling (timm's ResNet stem and blocks) and a batch
-    norm right after a convolution inside an ``nn.Sequential`` (the downsample branch).
-    """
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    folded = 0
-    for parent in list(module.modules()):
-        children = list(parent._modules.items())
-        for position, (name, child) in enumerate(children):
-            if not isinstance(child, torch.nn.BatchNorm2d) or child.training:
-                continue
-            if name.startswith("bn") and isinstance(parent._modules.get("conv" + name[2:]), torch.nn.Conv2d):
-                conv_name = "conv" + name[2:]
-            elif isinstance(parent, torch.nn.Sequential) and position and isinstance(children[position - 1][1],
-                                                                                     torch.nn.Conv2d):
-                conv_name = children[position - 1][0]
-            else:
-                continue
-            parent._modules[conv_name] = fuse_conv_bn_eval(parent._modules[conv_name], child)
-            parent._modules[name] = torch.nn.Identity()
-            folded += 1
-    return folded
-
-
-def keep_channels_last(module: torch.nn.Module) -> None:
-    """Make convolutions on one-channel inputs return channels-last maps.
-
-    A ``[N, 1, H, W]`` tensor is contiguous in both layouts, so oneDNN keeps the stem's output in NCHW
-    and every later layer runs there (PyTorch's NCHW max-pool alone: 1.5 ms against 0.13 ms).
-    """
-    def to_channels_last(_module: torch.nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-        return output.contiguous(memory_format=torch.channels_last)
-
-    for layer in module.modules():
-        if isinstance(layer, torch.nn.Conv2d) and layer.in_channels == 1:
-            layer.register_forward_hook(to_channels_last)
 
 
 @dataclass

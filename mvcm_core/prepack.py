@@ -10,6 +10,9 @@ Inductor's ``freezing`` does the same, but needs a compile at every start; this 
 Only for bf16 on a CPU whose oneDNN has these kernels (:func:`prepack_supported`); every other case
 keeps the plain modules. The packed path computes the same products; only the rounding of a fused
 residual add can differ in the last bf16 place.
+
+Also here, for a convolutional tower in any precision: batch norms folded into their convolutions
+(:func:`fold_batch_norms`) and channels-last outputs from the one-channel stem (:func:`keep_channels_last`).
 """
 
 from __future__ import annotations
@@ -135,3 +138,44 @@ def pack_resnet(trunk: nn.Module) -> bool:
 
     trunk.forward_features = types.MethodType(forward_features, trunk)
     return True
+
+
+def fold_batch_norms(module: torch.nn.Module) -> int:
+    """Fold every eval-mode ``BatchNorm2d`` into the ``Conv2d`` before it, in place; returns how many.
+
+    Pairs are a ``bnK`` child with its ``convK`` sibling (timm's ResNet stem and blocks) and a batch
+    norm right after a convolution inside an ``nn.Sequential`` (the downsample branch).
+    """
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    folded = 0
+    for parent in list(module.modules()):
+        children = list(parent._modules.items())
+        for position, (name, child) in enumerate(children):
+            if not isinstance(child, torch.nn.BatchNorm2d) or child.training:
+                continue
+            if name.startswith("bn") and isinstance(parent._modules.get("conv" + name[2:]), torch.nn.Conv2d):
+                conv_name = "conv" + name[2:]
+            elif isinstance(parent, torch.nn.Sequential) and position and isinstance(children[position - 1][1],
+                                                                                     torch.nn.Conv2d):
+                conv_name = children[position - 1][0]
+            else:
+                continue
+            parent._modules[conv_name] = fuse_conv_bn_eval(parent._modules[conv_name], child)
+            parent._modules[name] = torch.nn.Identity()
+            folded += 1
+    return folded
+
+
+def keep_channels_last(module: torch.nn.Module) -> None:
+    """Make convolutions on one-channel inputs return channels-last maps.
+
+    A ``[N, 1, H, W]`` tensor is contiguous in both layouts, so oneDNN keeps the stem's output in NCHW
+    and every later layer runs there (PyTorch's NCHW max-pool alone: 1.5 ms against 0.13 ms).
+    """
+    def to_channels_last(_module: torch.nn.Module, _inputs: tuple, output: torch.Tensor) -> torch.Tensor:
+        return output.contiguous(memory_format=torch.channels_last)
+
+    for layer in module.modules():
+        if isinstance(layer, torch.nn.Conv2d) and layer.in_channels == 1:
+            layer.register_forward_hook(to_channels_last)

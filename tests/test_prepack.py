@@ -6,8 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from mvcm_core.inference_fast import fold_batch_norms
-from mvcm_core.prepack import PackedLinear, pack_linears, pack_resnet, prepack_supported
+from mvcm_core.prepack import PackedLinear, fold_batch_norms, pack_linears, pack_resnet, prepack_supported
 
 pytestmark = pytest.mark.skipif(not prepack_supported(torch.bfloat16), reason="no oneDNN bf16 kernels here")
 
