@@ -43,7 +43,7 @@ import torch
 from mvcm_core.config import VIEW_IDS, VIEW_OF_LABEL
 from mvcm_core.data.batching import order_views
 from mvcm_core.inference_ort import OrtStages, onnxruntime_available
-from mvcm_core.models.vqa import position_evidence
+from mvcm_core.models.vqa import position_evidence, position_validity
 from mvcm_core.prepack import (
     fold_batch_norms,
     keep_channels_last,
@@ -109,7 +109,6 @@ class StudyEncoding:
     image_tokens: torch.Tensor  # [V*L + V, W], model dtype: every view's tokens, then each view's missing-view token
     token_valid: torch.Tensor  # [V, L] bool
     view_ids: torch.Tensor  # [V]
-    view_mask: torch.Tensor | None = None  # [V] bool: which view slots hold an image
     position_logits: tuple[torch.Tensor, torch.Tensor] | None = None  # side [2S] (frontal slot), depth [2D] (lateral)
 
 
@@ -212,7 +211,7 @@ class FastPath:
         positions = None
         if model.vqa_head is not None and model.vqa_head.evidence is not None:
             positions = self._position_logits(tokens, view_mask)
-        return StudyEncoding(image_embeds, pooled, table, valid, view_ids, view_mask.clone(), positions)
+        return StudyEncoding(image_embeds, pooled, table, valid, view_ids, positions)
 
     def _position_logits(self, tokens: torch.Tensor, view_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The side head on the frontal slot's cells and the depth head on the lateral slot's (zeros if absent)."""
@@ -232,12 +231,13 @@ class FastPath:
         if study.position_logits is None:
             return None
         side, depth = study.position_logits
-        rows = []
-        for dropped in drops:
-            valid = [bool(study.view_mask[slot]) and int(study.view_ids[slot]) == VIEW_IDS[name] and dropped != slot
-                     for slot, name in ((0, "frontal"), (1, "lateral"))]
-            rows.append(position_evidence(side[None], torch.tensor(valid[:1]), depth[None], torch.tensor(valid[1:])))
-        return torch.cat(rows)  # R x [1, E] -> [R, E]
+        rows = len(drops)
+        view_mask = study.token_valid[:, 1:].any(1).repeat(rows, 1)  # [V] -> [R, V]: a view's cells are real if given
+        for row, dropped in enumerate(drops):
+            if dropped is not None:
+                view_mask[row, dropped] = False
+        side_valid, depth_valid = position_validity(study.view_ids.expand(rows, -1), view_mask)  # [R] each
+        return position_evidence(side.expand(rows, -1), side_valid, depth.expand(rows, -1), depth_valid)  # [R, E]
 
     def encode_questions(self, input_ids: torch.Tensor, attention_mask: torch.Tensor
                          ) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -15,12 +15,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mvcm_core.config import POSITION_DEPTH_TERMS, POSITION_SIDE_TERMS, VIEW_IDS, ModelCfg
+from mvcm_core.config import POSITION_DEPTH_TERMS, POSITION_SIDE_TERMS, ModelCfg
 from mvcm_core.models.fusion import CoAttentionFusion
 from mvcm_core.models.heads import CellScoreHead, MIMDecoder, Projection, TiedMLMHead
 from mvcm_core.models.text import TextEncoder
 from mvcm_core.models.vision import ImageEncoder
-from mvcm_core.models.vqa import VQAHead, position_evidence, region_weights
+from mvcm_core.models.vqa import VQAHead, position_evidence, position_validity, region_weights
 
 NUM_VIEW_TYPES = 3
 
@@ -165,9 +165,9 @@ class MVCM(nn.Module):
                          ) -> dict[str, torch.Tensor]:
         """Side logits from the frontal slot's cells and depth logits from the lateral slot's, with validity."""
         cells = tokens[:, :, self.vision.num_prefix_tokens:]  # [B, V, L, Dv] -> [B, V, N, Dv]
+        side_valid, depth_valid = position_validity(view_ids, view_mask)
         return {"side_logits": self.side_head(cells[:, 0]), "depth_logits": self.depth_head(cells[:, 1]),
-                "side_valid": view_mask[:, 0] & (view_ids[:, 0] == VIEW_IDS["frontal"]),
-                "depth_valid": view_mask[:, 1] & (view_ids[:, 1] == VIEW_IDS["lateral"])}
+                "side_valid": side_valid, "depth_valid": depth_valid}
 
     # ------------------------------------------------------------------------------------- text
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,

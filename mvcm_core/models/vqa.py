@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mvcm_core.config import VIEW_IDS
 from mvcm_core.models.fusion import Attention
 
 
@@ -78,6 +79,13 @@ def region_weights(views: int, prefix: int, grid: int, regions: int) -> torch.Te
     for view in range(views):
         weights[view * regions * regions + region, view * length + prefix + cells] = 1.0
     return weights
+
+
+def position_validity(view_ids: torch.Tensor, view_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(side_valid [B], depth_valid [B])`` of ``view_ids`` / ``view_mask [B, V]``: the side heads read a
+    frontal view in slot 0, the depth heads a lateral view in slot 1."""
+    return (view_mask[:, 0] & (view_ids[:, 0] == VIEW_IDS["frontal"]),
+            view_mask[:, 1] & (view_ids[:, 1] == VIEW_IDS["lateral"]))
 
 
 def position_evidence(side_logits: torch.Tensor, side_valid: torch.Tensor, depth_logits: torch.Tensor,
