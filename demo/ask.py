@@ -17,7 +17,7 @@ import numpy as np
 from demo.handlers import render_view
 from demo.overlays import DEFAULT_OPACITY, OVERLAY_MAX_SIDE, overlay_views, save_png
 from demo.session import AppLimits, Session, ensure_workdir
-from mvcm_core.data.vqa_gen import TEMPLATES, TERM_PHRASES
+from mvcm_core.data.vqa_phrases import TEMPLATES, TERM_PHRASES
 
 NOT_A_DIAGNOSIS = (
     "Not a diagnosis: output of a research model for teaching, not a medical device; "

@@ -22,7 +22,7 @@ from typing import Any
 
 from demo.ask import NOT_A_DIAGNOSIS, answer_question, presence_question
 from demo.session import Session
-from mvcm_core.data.vqa_gen import TERM_PHRASES
+from mvcm_core.data.vqa_phrases import TERM_PHRASES
 from mvcm_core.folders import sha256_file
 
 EXAMPLES_ROOT = Path(__file__).resolve().parents[1] / "assets" / "studies"

@@ -79,6 +79,8 @@ class HeadCfg:
     # of its cells (left / right, upper / lower); a plain mean over every token cannot say where a finding is
     vqa_evidence: bool = False  # the classifier also reads the position heads' probabilities (side from the
     # frontal view, depth from the lateral; needs position_heads): where a finding lies, as the tower says it
+    vqa_evidence_pointer: bool = False  # the question also points at the finding it names and the classifier
+    # reads that finding's own side / depth probabilities (needs vqa_evidence; trained on the questions' terms)
 
 
 @dataclass

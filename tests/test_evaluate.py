@@ -147,7 +147,7 @@ def test_a_variant_the_model_cannot_take_is_a_row_with_its_reason(monkeypatch, t
     row = ablate_finetune.attempt("ViT", {"init": str(tmp_path / "resnet18")}, adapters, [0], tmp_path)
     assert row == "vision adapters need a ViT (this tower: resnet18)"
     scores = [{"overall": 0.5, "closed": 0.6, "open": 0.4, "view-dependent": 0.5, "lateral-view": 0.5,
-               "frontal-view": 0.5}]
+               "frontal-view": 0.5, "both-views": 0.5}]
     lines = ablate_finetune.table([("multi-view (both)", scores), ("ViT adapters (frozen trunk)", row)]).splitlines()
     assert lines[2].startswith("| multi-view (both) | 1 | 50.0 ± 0.0 | 60.0 ± 0.0")
     assert lines[2].endswith("| 50.0 ± 0.0 | – |")  # a result without depth questions: no depth cell

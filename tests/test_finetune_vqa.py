@@ -10,7 +10,7 @@ from conftest import TINY_OVERRIDES
 
 from mvcm_core.checkpoint import load_pretrained, save_pretrained
 from mvcm_core.factory import create_model
-from mvcm_core.models.vqa import answer_prior_words
+from mvcm_core.models.vqa import answer_prior_words, pointer_targets
 from training.finetune_vqa import CLEAN, LITERATURE, answer_loss, finetune
 
 
@@ -99,3 +99,25 @@ def test_fusion_positions_start_at_zero_on_a_pretrained_init_and_train(tiny_chec
         placed.fusion_positions.normal_()
     after = placed.encode_study(images, view_ids, view_mask)["image_tokens"]
     assert not torch.allclose(before, after)  # the positions reach the fusion's image tokens
+
+
+def test_the_evidence_pointer_learns_which_finding_a_question_names(tmp_path):
+    from training.build_data import build_dataset
+
+    torch.manual_seed(0)
+    located = {**TINY_OVERRIDES, "heads": {**TINY_OVERRIDES["heads"], "position_heads": True}}
+    init = save_pretrained(create_model("mvcm-tiny", located), tmp_path / "located")
+    data = build_dataset(tmp_path / "data", size=32, source="random", limit=40, renders=1, workers=1, anatomies=1)
+    run_config = config(init, "mvcm-qa", data, tmp_path / "run", gca=False)
+    run_config["model_overrides"] = {"heads": {"vqa_evidence": True, "vqa_evidence_pointer": True},
+                                     "text": {"trainable": "full"}}  # a random text tower: let its words learn
+    run_config["train"].update(epochs=6, lr=3e-3)
+    run = finetune(run_config)
+    steps = [r for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "pointer_loss" in r]
+    targets = pointer_targets([q.get("term") for q in json.loads((data / "qa.json").read_text()) if q["split"] == "train"])
+    shares = torch.bincount(targets[targets >= 0]).float() / int((targets >= 0).sum())
+    blind = float(-(shares[shares > 0] * shares[shares > 0].log()).sum())  # the best loss without reading the question
+    last = sum(r["pointer_loss"] for r in steps[-20:]) / 20
+    assert len(steps) >= 60 and last < 0.6 * blind, (last, blind)  # which finding is named is in the question's words
+    model = load_pretrained(run / "checkpoint")
+    assert model.vqa_head.pointer is not None and model.cfg.heads.vqa_evidence_pointer

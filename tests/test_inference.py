@@ -360,18 +360,20 @@ def test_a_scored_index_ranks_studies_by_its_scoring_and_text_queries_by_cosine(
     assert by_text[0].report_uid == "R1" and by_text[0].score == pytest.approx(1.0, abs=2e-3)
 
 
-def test_a_cnn_tower_with_fusion_positions_region_pooling_and_evidence_runs_folded_and_channels_last_as_eager(
+def test_a_cnn_tower_with_positions_regions_evidence_and_pointer_runs_folded_and_channels_last_as_eager(
         served, tmp_path):
     _, study = served
     overrides = {**TINY_OVERRIDES, "vision": {"timm_name": "resnet18", "image_size": 32, "timm_kwargs": {
         "channels": [8, 16, 32, 64], "stem_width": 8, "output_stride": 16}, "train_mask_ratio": 0.0},
         "fusion": {**TINY_OVERRIDES["fusion"], "image_positions": True},
-        "heads": {**TINY_OVERRIDES["heads"], "vqa_regions": 2, "position_heads": True, "vqa_evidence": True}}
+        "heads": {**TINY_OVERRIDES["heads"], "vqa_regions": 2, "position_heads": True, "vqa_evidence": True,
+                  "vqa_evidence_pointer": True}}
     torch.manual_seed(0)
     model = build_vqa_model("mvcm-tiny-cnn", ANSWERS, True, overrides)
     with torch.no_grad():
         model.fusion_positions.normal_(std=0.5)  # trained positions: the fast path must add them as well
-        for head in (model.side_head, model.depth_head, model.vqa_head.evidence[0]):
+        for head in (model.side_head, model.depth_head, model.vqa_head.evidence[0], model.vqa_head.pointer,
+                     model.vqa_head.pointed[0]):
             for parameter in head.parameters():  # evidence that moves the answer, read from the right views
                 parameter.normal_(std=2.0)
     for norm in (m for m in model.vision.modules() if isinstance(m, torch.nn.BatchNorm2d)):

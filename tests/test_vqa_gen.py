@@ -12,14 +12,13 @@ import pytest
 from mvcm_core.data.findings import CANONICAL_TERMS, Finding
 from mvcm_core.data.vqa_gen import (
     QUESTION_TYPES,
-    SALIENCE,
-    TERM_PHRASES,
     build_answer_vocab,
     generate_vqa,
     out_of_vocab,
     required_view,
     write_qa_json,
 )
+from mvcm_core.data.vqa_phrases import SALIENCE, TERM_PHRASES
 
 SLAKE_KEYS = {
     "qid",
@@ -81,7 +80,7 @@ def test_records_are_slake_style_and_typed():
     for r in records:
         assert r["answer_type"] == ("CLOSED" if r["answer"] in ("yes", "no") else "OPEN")
         assert r["content_type"] in QUESTION_TYPES and r["q_lang"] == "en" and r["img_name"] == r["study_id"]
-    assert {r["content_type"] for r in records} == set(QUESTION_TYPES) - {"depth"}  # depth needs placements (below)
+    assert {r["content_type"] for r in records} == set(QUESTION_TYPES) - {"depth", "localisation"}  # need placements
 
 
 def test_generation_is_deterministic_and_seeded():
@@ -217,5 +216,27 @@ def test_depths_add_questions_without_changing_the_others():
     before = [{k: v for k, v in r.items() if k != "qid"} for r in generate_vqa(plain, seed=3)]
     after = [{k: v for k, v in r.items() if k != "qid"} for r in generate_vqa(with_depths, seed=3)]
     added = [r for r in after if r not in before]
-    assert [r["content_type"] for r in added] == ["depth"] and added[0]["study_id"] == "O1"
-    assert [r for r in after if r["content_type"] != "depth"] == before
+    assert [r["content_type"] for r in added] == ["depth", "localisation"]
+    assert {r["study_id"] for r in added} == {"O1"}
+    assert [r for r in after if r["content_type"] not in ("depth", "localisation")] == before
+
+
+def test_two_view_localisation_needs_the_side_and_the_depth():
+    def placed(study_id: str, placements: list[tuple[str, str, float]]) -> PlacedStudy:
+        findings = [Finding(term) for term in dict.fromkeys(t for t, _, _ in placements)]
+        return PlacedStudy(study_id, "train", findings,
+                           depths=[{"term": t, "side": side, "depth": d} for t, side, d in placements])
+
+    studies = [placed("R1", [("opacity", "right", 0.6), ("opacity", "right", 0.4)]),  # one lung, behind
+               placed("B1", [("nodule", "left", -0.5), ("nodule", "right", 0.5)]),  # one in each lung
+               placed("B2", [("mass", "left", -0.5), ("mass", "left", 0.5), ("mass", "right", -0.4)]),
+               placed("M1", [("opacity", "left", 0.1)])]  # near the middle: nothing
+    asked = [r for r in generate_vqa(studies, seed=0) if r["content_type"] == "localisation"]
+    by_study = {s: [(r["question"], r["answer"]) for r in asked if r["study_id"] == s] for s in ("R1", "B1", "B2", "M1")}
+    assert [a for _, a in by_study["R1"]] == ["right posterior"]
+    assert sorted(a for _, a in by_study["B1"]) == ["anterior", "posterior"]  # asked per lung, no overall depth
+    assert ["left" in q for q, _ in by_study["B1"]] == [a == "anterior" for _, a in by_study["B1"]]
+    assert by_study["B2"] == [(by_study["B2"][0][0], "anterior")] and "right" in by_study["B2"][0][0]
+    assert by_study["M1"] == []
+    assert all(r["required_view"] == "both" and r["answer_type"] == "OPEN" for r in asked)
+    assert not any(r["content_type"] == "depth" and r["study_id"] in ("B1", "B2") for r in generate_vqa(studies))

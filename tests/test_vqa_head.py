@@ -1,4 +1,4 @@
-"""The VQA head's region pooling and position evidence: where a finding is reaches the classifier."""
+"""The VQA head's region pooling, position evidence and evidence pointer: where a finding is reaches the classifier."""
 
 from __future__ import annotations
 
@@ -6,8 +6,16 @@ import pytest
 import torch
 from conftest import TINY_OVERRIDES
 
-from mvcm_core.models.vqa import VQAHead, position_evidence, region_weights
-from training.finetune_vqa import build_vqa_model
+from mvcm_core.config import POSITION_DEPTH_TERMS, POSITION_SIDE_TERMS
+from mvcm_core.models.vqa import (
+    SLOT_FEATURES,
+    VQAHead,
+    evidence_slots,
+    pointer_targets,
+    position_evidence,
+    region_weights,
+)
+from training.finetune_vqa import build_vqa_model, pointer_loss
 
 
 def test_region_weights_split_each_views_cells_into_a_grid_and_skip_the_prefix():
@@ -72,3 +80,58 @@ def test_the_depth_evidence_reaches_an_answer_only_when_the_lateral_is_there():
     assert model.depth_head.score.weight.grad is None  # detached: VQA never moves the position heads
     with pytest.raises(ValueError, match="position_heads"):
         build_vqa_model("mvcm-tiny", ["no"], True, {**TINY_OVERRIDES, "heads": {"vqa_evidence": True}})
+
+
+def _study_evidence(side_logits: torch.Tensor, depth_logits: torch.Tensor) -> torch.Tensor:
+    return position_evidence(side_logits[None], torch.tensor([True]), depth_logits[None], torch.tensor([True]))
+
+
+def test_evidence_slots_hold_each_findings_own_side_and_depth():
+    sides, depths = len(POSITION_SIDE_TERMS), len(POSITION_DEPTH_TERMS)
+    side_logits, depth_logits = torch.linspace(-2, 2, 2 * sides), torch.linspace(-1, 1, 2 * depths)
+    evidence = _study_evidence(side_logits, depth_logits)  # [1, E]
+    slots = (evidence @ evidence_slots()).view(sides + 1, SLOT_FEATURES)  # [1, (K+1)*6] -> [K + 1, 6]
+    opacity, effusion = POSITION_SIDE_TERMS.index("opacity"), POSITION_SIDE_TERMS.index("pleural effusion")
+    depth = 2 * POSITION_DEPTH_TERMS.index("opacity")
+    expected = torch.cat([torch.sigmoid(side_logits[2 * opacity: 2 * opacity + 2]), torch.ones(1),
+                          torch.sigmoid(depth_logits[depth: depth + 2]), torch.ones(1)])
+    assert torch.allclose(slots[opacity], expected)
+    assert slots[effusion, 3:].abs().sum() == 0 and slots[effusion, 2] == 1.0  # the depth head does not score it
+    assert slots[-1].abs().sum() == 0  # "none": the question names no finding the heads locate
+    assert pointer_targets(["opacity", "cardiomegaly", None]).tolist() == [opacity, sides, -100]
+
+
+def test_the_pointer_reads_the_finding_the_question_names():
+    torch.manual_seed(0)
+    width, sides, depths = 8, len(POSITION_SIDE_TERMS), len(POSITION_DEPTH_TERMS)
+    head = VQAHead(width, 4, heads=2, gca=False, evidence_dim=2 * (sides + depths) + 2, pointer=True).eval()
+    text, image = torch.randn(1, 3, width), torch.randn(1, 5, width)
+    with torch.no_grad():
+        head.evidence[0].weight.zero_()  # only the pointed read carries the evidence
+        head.pointer.weight.zero_()
+
+    def logits(named: str, depth_logits: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            head.pointer.bias.copy_(torch.full((sides + 1,), -30.0))
+            head.pointer.bias[POSITION_SIDE_TERMS.index(named)] = 30.0  # the question names this finding
+            return head(text, None, image, None, evidence=_study_evidence(torch.zeros(2 * sides), depth_logits))
+
+    opacity_behind, nodule_behind = torch.tensor([-3.0, 3.0, 0, 0, 0, 0]), torch.tensor([0, 0, -3.0, 3.0, 0, 0])
+    neutral = torch.zeros(2 * depths)
+    assert not torch.allclose(logits("opacity", neutral), logits("opacity", opacity_behind))
+    assert torch.allclose(logits("opacity", neutral), logits("opacity", nodule_behind))  # another finding's depth
+    assert not torch.allclose(logits("nodule", neutral), logits("nodule", nodule_behind))
+    answers, pointed = head(text, None, image, None, evidence=_study_evidence(torch.zeros(2 * sides), neutral),
+                            return_pointer=True)
+    assert answers.shape == (1, 4) and pointed.shape == (1, sides + 1)
+    with pytest.raises(ValueError, match="vqa_evidence"):
+        VQAHead(width, 4, heads=2, gca=False, pointer=True)
+
+
+def test_the_pointer_loss_trains_the_pointer_and_skips_unknown_findings():
+    logits = torch.zeros(3, len(POSITION_SIDE_TERMS) + 1, requires_grad=True)
+    loss = pointer_loss(logits, ["nodule", None, "cardiomegaly"])
+    assert loss.item() == pytest.approx(torch.log(torch.tensor(9.0)).item())  # uniform over 9 slots, 2 questions
+    loss.backward()
+    assert logits.grad[1].abs().sum() == 0 and logits.grad[0].abs().sum() > 0
+    assert pointer_loss(logits, [None, None, None]).item() == 0.0

@@ -25,20 +25,21 @@ from training.evaluate import main as evaluate_main
 from training.finetune_vqa import finetune
 from training.params import apply_overrides, load_yaml
 
-METRICS = ("overall", "closed", "open", "view-dependent", "lateral-view", "frontal-view", "depth")
+METRICS = ("overall", "closed", "open", "view-dependent", "lateral-view", "frontal-view", "both-views", "depth")
 
 
 def summarise(result: dict[str, Any]) -> dict[str, float]:
     """The table's numbers from an evaluate.py VQA result."""
     vqa = result["vqa"]
     by_view = vqa.get("by_required_view", {})
-    dependent = [by_view[v] for v in ("frontal", "lateral") if v in by_view]
+    dependent = [by_view[v] for v in ("frontal", "lateral", "both") if v in by_view]
     answered = sum(v["n"] for v in dependent)
     return {"view-dependent": sum(v["accuracy"] * v["n"] for v in dependent) / answered if answered else float("nan"),
             "overall": vqa["overall"]["accuracy"], "closed": vqa["conventions"]["yes_no"]["closed"]["accuracy"],
             "open": vqa["conventions"]["yes_no"]["open"]["accuracy"],
             "lateral-view": by_view.get("lateral", {}).get("accuracy", float("nan")),
             "frontal-view": by_view.get("frontal", {}).get("accuracy", float("nan")),
+            "both-views": by_view.get("both", {}).get("accuracy", float("nan")),
             "depth": vqa.get("by_content_type", {}).get("depth", {}).get("accuracy", float("nan"))}
 
 

@@ -33,7 +33,7 @@ from mvcm_core.data.vqa_dataset import (
 )
 from mvcm_core.factory import create_model, get_model_config
 from mvcm_core.models.text import load_tokenizer
-from mvcm_core.models.vqa import answer_prior_words
+from mvcm_core.models.vqa import answer_prior_words, pointer_targets
 from training import engine
 from training.params import common_parser, resolve, save_resolved
 
@@ -129,6 +129,17 @@ def answer_loss(logits: torch.Tensor, targets: torch.Tensor, content_types: Sequ
     return (per_question * scale).sum() / scale.sum().clamp_min(1e-8)
 
 
+def pointer_loss(pointer_logits: torch.Tensor, terms: Sequence[str | None]) -> torch.Tensor:
+    """Cross-entropy of the evidence pointer ``[B, K + 1]`` against the finding each question names.
+
+    Questions whose finding is not known (``None``) do not count; a batch of only those gives 0.
+    """
+    targets = pointer_targets(list(terms))  # [B]
+    if not bool((targets != -100).any()):
+        return pointer_logits.sum() * 0.0
+    return torch.nn.functional.cross_entropy(pointer_logits.float(), targets, ignore_index=-100)
+
+
 def finetune(config: dict[str, Any]) -> Path:
     """Fine-tune, select the best epoch, save the checkpoint; returns the run folder."""
     run, train_cfg, vqa_cfg = Path(config["out"]), config["train"], config.get("vqa", {})
@@ -162,15 +173,21 @@ def finetune(config: dict[str, Any]) -> Path:
         batches = itertools.islice(loaders["train"], steps_per_epoch)
         for batch in tqdm(batches, total=steps_per_epoch, desc=f"vqa epoch {epoch + 1}", leave=False):
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bool(train_cfg.get("bf16", False))):
-                logits = model.vqa_logits(batch)
+                logits, pointer_logits = model.vqa_logits(batch, return_pointer=True)
             loss = answer_loss(logits, batch["answer_index"], batch["content_types"], vqa_cfg.get("loss_weights"))
+            record = {}
+            if pointer_logits is not None:  # the pointer learns which finding a question names
+                pointing = pointer_loss(pointer_logits, batch["terms"])
+                loss = loss + float(vqa_cfg.get("pointer_weight", 1.0)) * pointing
+                record["pointer_loss"] = float(pointing.detach())
             loss.backward()
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            log.write({"step": step, "epoch": epoch, "loss": float(loss.detach()), "lr": optimizer.param_groups[0]["lr"]})
+            log.write({"step": step, "epoch": epoch, "loss": float(loss.detach()), "lr": optimizer.param_groups[0]["lr"],
+                       **record})
         selection_split = "test" if select_on_test else "val"
         score = accuracy(examples[selection_split], predict(model, loaders[selection_split], answers))
         log.write({"step": step, "epoch": epoch, f"{selection_split}_accuracy": score})

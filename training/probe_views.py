@@ -64,10 +64,10 @@ def render_pairs(count: int, size: int, seed: int, fill: tuple[float, float],
 def render_depth_pairs(count: int, size: int, seed: int, term: str = "opacity") -> tuple[np.ndarray, np.ndarray]:
     """``(inputs, labels)`` of studies that all carry one ``term`` lesion: label 1 = posterior, 0 = anterior.
 
-    Lesions nearer the middle than :data:`~mvcm_core.data.vqa_gen.DEPTH_MARGIN` are dropped, as the
+    Lesions nearer the middle than :data:`~mvcm_core.data.vqa_phrases.DEPTH_MARGIN` are dropped, as the
     question generator drops them, so fewer than ``count`` studies come back.
     """
-    from mvcm_core.data.vqa_gen import DEPTH_MARGIN
+    from mvcm_core.data.vqa_phrases import DEPTH_MARGIN
 
     rng = np.random.default_rng(seed)
     images, labels = [], []

@@ -22,7 +22,7 @@ from mvcm_core.config import (
 from mvcm_core.config import (
     POSITION_SIDE_TERMS as SIDE_TERMS,  # lateralised findings resolved at the image size
 )
-from mvcm_core.data.vqa_gen import DEPTH_MARGIN  # a depth is called as the depth questions call it
+from mvcm_core.data.vqa_phrases import DEPTH_MARGIN  # a depth is called as the depth questions call it
 
 SIDES = ("left", "right")  # the slot order of a term's two side targets (depth: anterior, posterior)
 

@@ -138,6 +138,7 @@ class VQACollator:
         batch["answer_index"] = torch.tensor([index for _, index in items], dtype=torch.long)
         batch["qids"] = [example.qid for example, _ in items]
         batch["content_types"] = [example.content_type for example, _ in items]
+        batch["terms"] = [example.extra.get("term") for example, _ in items]  # the finding asked about, if known
         return batch
 
 

@@ -3,11 +3,12 @@
 Question types (``content_type``): ``presence`` (yes/no, balanced per finding within a split),
 ``laterality``, ``location``, ``severity``, ``normality`` ("is this study normal?"), ``abnormality``
 ("what abnormality is present?", the most salient finding), ``view`` (questions only one view
-answers) and ``depth`` (is an opacity, nodule or mass anterior or posterior in its lung: asked from
-where the phantom placed it, which a projection does not keep). Every record names the view its
+answers), ``depth`` (is an opacity, nodule or mass anterior or posterior in its lung: asked from
+where the phantom placed it, which a projection does not keep) and ``localisation`` (which lung and
+which half, front or back: the two-view localisation of a lesion). Every record names the view its
 answer needs (``required_view``): left/right needs the frontal view; depth, small effusions, the
-posterior costophrenic recess and retrocardiac findings need the lateral. Output is deterministic
-for a given seed and input.
+posterior costophrenic recess and retrocardiac findings need the lateral; localisation needs
+``both``. Output is deterministic for a given seed and input.
 """
 
 from __future__ import annotations
@@ -21,127 +22,21 @@ from typing import Any, Protocol
 
 from mvcm_core.data.findings import Finding
 from mvcm_core.data.phantom.visibility import resolved_at
-
-QUESTION_TYPES = ("presence", "laterality", "location", "severity", "normality", "abnormality", "view", "depth")
-CLOSED_ANSWERS = ("yes", "no")
-
-# most salient first: the answer to "what abnormality is present?"
-SALIENCE: tuple[str, ...] = (
-    "pneumothorax",
-    "mass",
-    "pleural effusion",
-    "edema",
-    "opacity",
-    "cardiomegaly",
-    "nodule",
-    "atelectasis",
-    "hiatal hernia",
-    "fracture",
-    "emphysema",
-    "mediastinal widening",
-    "hilar enlargement",
-    "low lung volumes",
-    "device",
-    "pleural thickening",
-    "increased markings",
-    "diaphragm elevation",
-    "scarring",
-    "calcified granuloma",
-    "aortic tortuosity",
-    "scoliosis",
-    "degenerative spine",
-    "osteopenia",
+from mvcm_core.data.vqa_phrases import (
+    CLOSED_ANSWERS,
+    DEPTH_MARGIN,
+    LATERAL_ZONES,
+    NO_SIDE_TERMS,
+    SALIENCE,
+    SMALL,
+    TEMPLATES,
+    TERM_PHRASES,
+    VERTICAL_LEVEL,
+    ZONE_PHRASES,
 )
-# noun phrase used in questions, per canonical term
-TERM_PHRASES: dict[str, str] = {
-    "cardiomegaly": "cardiomegaly",
-    "pleural effusion": "a pleural effusion",
-    "pneumothorax": "a pneumothorax",
-    "opacity": "a lung opacity",
-    "atelectasis": "atelectasis",
-    "nodule": "a lung nodule",
-    "mass": "a mass",
-    "calcified granuloma": "a calcified granuloma",
-    "emphysema": "emphysema or hyperinflation",
-    "edema": "pulmonary edema",
-    "hiatal hernia": "a hiatal hernia",
-    "scoliosis": "a spinal curvature",
-    "fracture": "a fracture",
-    "device": "a medical device",
-    "degenerative spine": "degenerative change of the spine",
-    "aortic tortuosity": "a tortuous or calcified aorta",
-    "scarring": "lung scarring",
-    "pleural thickening": "pleural thickening",
-    "hilar enlargement": "hilar enlargement",
-    "diaphragm elevation": "an elevated hemidiaphragm",
-    "low lung volumes": "low lung volumes",
-    "increased markings": "increased lung markings",
-    "mediastinal widening": "a widened mediastinum",
-    "osteopenia": "osteopenia",
-}
-# terms whose side is not a meaningful question (midline, diffuse or device-specific)
-NO_SIDE_TERMS = frozenset(
-    {
-        "normal",
-        "cardiomegaly",
-        "device",
-        "scoliosis",
-        "degenerative spine",
-        "aortic tortuosity",
-        "hiatal hernia",
-        "emphysema",
-        "osteopenia",
-        "low lung volumes",
-    }
-)
-LATERAL_ZONES = frozenset({"retrocardiac", "posterior"})
-SMALL = frozenset({"minimal", "small"})
-VERTICAL_LEVEL = {
-    "apex": "upper",
-    "upper": "upper",
-    "base": "lower",
-    "lower": "lower",
-    "costophrenic": "lower",
-    "middle": "middle",
-    "lingula": "middle",
-}
-ZONE_PHRASES = {
-    "base": "base",
-    "middle": "mid zone",
-    "apex": "apex",
-    "hilar": "hilum",
-    "costophrenic": "costophrenic angle",
-    "paratracheal": "paratracheal region",
-    "posterior": "posterior chest",
-    "anterior": "anterior chest",
-}
 
-TEMPLATES: dict[str, tuple[str, ...]] = {
-    "presence": ("Is there {np}?", "Does this study show {np}?", "Can you see {np}?", "Is {np} present?"),
-    "side_open": (
-        "Which side is the {t} on?",
-        "On which side is the {t}?",
-        "Is the {t} left, right or bilateral?",
-    ),
-    "side_closed": ("Is the {t} on the {side}?", "Is there {np} on the {side} side?"),
-    "location": ("Where is the {t}?", "Where is the {t} located?", "In which part of the chest is the {t}?"),
-    "level": ("Is the {t} in the upper, middle or lower lung?", "At what level of the lung is the {t}?"),
-    "severity": ("How severe is the {t}?", "What is the size or grade of the {t}?", "How large is the {t}?"),
-    "normality": ("Is this study normal?", "Is this chest radiograph normal?", "Are there no abnormalities?"),
-    "abnormality": (
-        "What abnormality is present?",
-        "What is the main finding?",
-        "What is abnormal in this study?",
-    ),
-    "recess": (
-        "Is there fluid in the posterior costophrenic recess?",
-        "Is the posterior costophrenic recess blunted by fluid?",
-    ),
-    "retrocardiac": ("Is there a retrocardiac opacity?", "Is there an opacity behind the heart?"),
-    "depth": ("Is the {t} anterior or posterior?", "Is the {t} in the front or the back of the lung?",
-              "Does the {t} lie anteriorly or posteriorly?"),
-}
-DEPTH_MARGIN = 0.25  # |depth| (-1 front edge .. +1 back edge of the lung) below this is not asked
+QUESTION_TYPES = ("presence", "laterality", "location", "severity", "normality", "abnormality", "view", "depth",
+                  "localisation")
 
 
 class StudyLike(Protocol):
@@ -287,23 +182,47 @@ def _study_questions(study: StudyLike, rng: random.Random, image_size: int | Non
         yield from _finding_questions(study, term, grouped[term], rng)
 
 
+def _clear_depth(depths: Sequence[float]) -> str | None:
+    """``anterior`` / ``posterior`` when every placement lies clearly on that side of the lung's middle."""
+    if all(d >= DEPTH_MARGIN for d in depths):
+        return "posterior"
+    if all(d <= -DEPTH_MARGIN for d in depths):
+        return "anterior"
+    return None
+
+
 def _depth_questions(study: StudyLike, seed: int, image_size: int | None):
-    """"Anterior or posterior?" for each lesion term whose placements all lie clearly to one side.
+    """Depth and two-view localisation questions about the lesions the phantom placed.
 
     Reads ``study.depths`` (:func:`~mvcm_core.data.phantom.render.lesion_depths`); a study without it
-    (a real report, no render) gets none. Own random stream, so the other questions do not change.
+    (a real report, no render) gets none. Per lesion term whose placements all lie clearly to one side
+    of the lung's middle: "anterior or posterior?" (the lateral answers). With all its placements in
+    one lung also "which lung, front or back?"; with placements in both lungs, "is the one in the
+    left (right) lung anterior or posterior?" per lung whose placements agree. Both kinds need
+    the frontal view for the side and the lateral for the depth (``required_view`` ``both``). Own
+    random streams, so the other questions do not change.
     """
     rng = random.Random(f"{seed}:{study.study_id}:depth")
-    by_term: dict[str, list[float]] = defaultdict(list)
+    two_view_rng = random.Random(f"{seed}:{study.study_id}:localisation")
+    by_term: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for placed in getattr(study, "depths", None) or []:
-        by_term[placed["term"]].append(placed["depth"])
-    for term, depths in sorted(by_term.items()):
+        by_term[placed["term"]].append(placed)
+    for term, placements in sorted(by_term.items()):
         if not resolved_at(term, image_size) or not any(f.term == term for f in study.findings):
             continue
-        if all(d >= DEPTH_MARGIN for d in depths) or all(d <= -DEPTH_MARGIN for d in depths):
-            answer = "posterior" if depths[0] > 0 else "anterior"
-            yield _record(study, rng.choice(TEMPLATES["depth"]).format(t=_name(term)), answer, "depth", "lateral",
-                          term)
+        name, sides = _name(term), sorted({p["side"] for p in placements})
+        answer = _clear_depth([p["depth"] for p in placements])
+        if answer:
+            yield _record(study, rng.choice(TEMPLATES["depth"]).format(t=name), answer, "depth", "lateral", term)
+            if len(sides) == 1:
+                yield _record(study, two_view_rng.choice(TEMPLATES["localisation"]).format(t=name),
+                              f"{sides[0]} {answer}", "localisation", "both", term)
+        if len(sides) == 2:
+            for side in sides:
+                side_answer = _clear_depth([p["depth"] for p in placements if p["side"] == side])
+                if side_answer:
+                    question = two_view_rng.choice(TEMPLATES["side_depth"]).format(t=name, side=side)
+                    yield _record(study, question, side_answer, "localisation", "both", term)
 
 
 def _balanced_closed(studies: Sequence[StudyLike], has: dict[str, bool], rng: random.Random):

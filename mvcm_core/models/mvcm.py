@@ -78,7 +78,7 @@ class MVCM(nn.Module):
                     raise ValueError("heads.vqa_evidence reads the position heads: set heads.position_heads")
                 evidence_dim = 2 * (len(POSITION_SIDE_TERMS) + len(POSITION_DEPTH_TERMS)) + 2
             self.vqa_head = VQAHead(width, len(heads.vqa_answers), cfg.fusion.heads, heads.vqa_gca, regions,
-                                    evidence_dim)
+                                    evidence_dim, heads.vqa_evidence_pointer)
             self.register_buffer("vqa_prior_ids", torch.tensor(heads.vqa_prior_token_ids, dtype=torch.long),
                                  persistent=False)
         self.mim_decoder = None
@@ -216,13 +216,14 @@ class MVCM(nn.Module):
             hidden = hidden[positions].unsqueeze(0)  # [B, T, W] -> [1, S, W]
         return self.mlm_head(hidden)
 
-    def vqa_logits(self, batch: dict[str, torch.Tensor], study: dict[str, torch.Tensor] | None = None
-                   ) -> torch.Tensor:
+    def vqa_logits(self, batch: dict[str, torch.Tensor], study: dict[str, torch.Tensor] | None = None,
+                   return_pointer: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor | None]:
         """Answer logits ``[Q, A]`` for questions (``input_ids`` / ``attention_mask``) about studies.
 
         With ``study_index [Q]`` the images are the ``S`` distinct studies of the batch and each
         question reads its study's tokens (every study is encoded once however many questions it has).
         ``study`` is :meth:`encode_study` of the batch's images when the caller already has it.
+        ``return_pointer`` also returns the evidence pointer's logits ``[Q, K + 1]`` (None without one).
         """
         if self.vqa_head is None:
             raise ValueError("this model has no VQA head (set heads.vqa_answers)")
@@ -243,7 +244,7 @@ class MVCM(nn.Module):
         if self.vqa_head.gca is not None:
             prior = self.text_to_width(self.text.word_embeddings(self.vqa_prior_ids))  # [A_w, W]
         return self.vqa_head(text_fused, text["text_token_mask"], image_fused, study["image_token_mask"], prior,
-                             evidence=evidence)
+                             evidence=evidence, return_pointer=return_pointer)
 
     # ---------------------------------------------------------------------------------- forward
     def forward(self, batch: dict[str, torch.Tensor], tasks: frozenset[str] = frozenset(),

@@ -14,8 +14,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from mvcm_core.config import VIEW_IDS
+from mvcm_core.config import POSITION_DEPTH_TERMS, POSITION_SIDE_TERMS, VIEW_IDS
 from mvcm_core.models.fusion import Attention
+
+SLOT_FEATURES = 6  # a named finding's evidence: p(left), p(right), side valid, p(anterior), p(posterior), depth valid
 
 
 def answer_prior_words(answers: list[str]) -> list[str]:
@@ -102,32 +104,71 @@ def position_evidence(side_logits: torch.Tensor, side_valid: torch.Tensor, depth
                       torch.sigmoid(depth_logits.detach()) * depth_valid, depth_valid], dim=-1)
 
 
+def evidence_slots(side_terms: tuple[str, ...] = POSITION_SIDE_TERMS,
+                   depth_terms: tuple[str, ...] = POSITION_DEPTH_TERMS) -> torch.Tensor:
+    """``[E, (K + 1) * 6]`` 0/1 map from :func:`position_evidence` to one slot per side term plus a "none" slot.
+
+    Slot ``k`` holds term ``k``'s left / right probabilities and the side validity, then, for a term
+    the depth head scores, its anterior / posterior probabilities and the depth validity (zeros
+    otherwise). The last slot is all zeros: the question names no finding the heads locate.
+    """
+    sides, depths = len(side_terms), len(depth_terms)
+    slots = torch.zeros(2 * sides + 1 + 2 * depths + 1, (sides + 1) * SLOT_FEATURES)
+    for k, term in enumerate(side_terms):
+        column = k * SLOT_FEATURES
+        slots[2 * k, column] = slots[2 * k + 1, column + 1] = slots[2 * sides, column + 2] = 1.0
+        if term in depth_terms:
+            first = 2 * sides + 1 + 2 * depth_terms.index(term)
+            slots[first, column + 3] = slots[first + 1, column + 4] = slots[-1, column + 5] = 1.0
+    return slots
+
+
+def pointer_targets(terms: list[str | None]) -> torch.Tensor:
+    """``[B]`` pointer targets: the side term a question names, the "none" slot, or -100 (not known)."""
+    none = len(POSITION_SIDE_TERMS)
+    return torch.tensor([-100 if term is None else POSITION_SIDE_TERMS.index(term) if term in POSITION_SIDE_TERMS
+                         else none for term in terms], dtype=torch.long)
+
+
 class VQAHead(nn.Module):
     """``(fused text [B,T,W], fused image [B,P,W], masks, prior [A_w, W] | None) -> logits [B, A]``.
 
     The classifier reads the text [CLS], the mean of the image tokens, with ``regions``
     (``[R, P]`` from :func:`region_weights`) the mean of each region's real tokens and, with
     ``evidence_dim``, the position heads' evidence (:func:`position_evidence`) projected to the width.
+    With ``pointer`` the question [CLS] also points at the finding it names (a softmax over
+    :func:`evidence_slots`, trained on the questions' terms) and the classifier reads that finding's
+    own side and depth probabilities.
     """
 
     def __init__(self, width: int, num_answers: int, heads: int, gca: bool,
-                 regions: torch.Tensor | None = None, evidence_dim: int = 0) -> None:
+                 regions: torch.Tensor | None = None, evidence_dim: int = 0, pointer: bool = False) -> None:
         super().__init__()
         self.gca = GatedCrossAttention(width, heads) if gca else None
         self.register_buffer("regions", regions, persistent=False)
         self.evidence = nn.Sequential(nn.Linear(evidence_dim, width), nn.GELU()) if evidence_dim else None
-        inputs = (2 + (0 if regions is None else regions.shape[0]) + (1 if evidence_dim else 0)) * width
+        self.pointer = self.pointed = None
+        if pointer:
+            if not evidence_dim:
+                raise ValueError("the evidence pointer needs the position evidence (heads.vqa_evidence)")
+            self.register_buffer("slots", evidence_slots(), persistent=False)
+            self.pointer = nn.Linear(width, self.slots.shape[1] // SLOT_FEATURES)
+            self.pointed = nn.Sequential(nn.Linear(SLOT_FEATURES, width), nn.GELU())
+        extra = (1 if evidence_dim else 0) + (1 if pointer else 0)
+        inputs = (2 + (0 if regions is None else regions.shape[0]) + extra) * width
         self.classifier = nn.Sequential(nn.Linear(inputs, 2 * width), nn.LayerNorm(2 * width), nn.GELU(),
                                         nn.Linear(2 * width, num_answers))
 
     def forward(self, text: torch.Tensor, text_mask: torch.Tensor | None, image: torch.Tensor,
                 image_mask: torch.Tensor | None, prior: torch.Tensor | None = None,
                 prior_kv: tuple[torch.Tensor, torch.Tensor] | None = None,
-                evidence: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits ``[B, A]``; ``image_mask`` None = every image token is real; ``prior_kv`` = a cached prior."""
+                evidence: torch.Tensor | None = None, return_pointer: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """Logits ``[B, A]`` (see :meth:`classify`); ``image_mask`` None = every image token is real;
+        ``prior_kv`` = a cached prior."""
         if self.gca is not None:
             text, image = self.inject_prior(text, image, prior, prior_kv)
-        return self.classify(text, image, image_mask, evidence)
+        return self.classify(text, image, image_mask, evidence, return_pointer)
 
     def inject_prior(self, text: torch.Tensor, image: torch.Tensor, prior: torch.Tensor | None = None,
                      prior_kv: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -138,10 +179,20 @@ class VQAHead(nn.Module):
         tokens = self.gca(torch.cat([text, image], dim=1), prior, prior_kv)  # [B, T + P, W]
         return tokens[:, : text.shape[1]], tokens[:, text.shape[1]:]
 
+    def point(self, question: torch.Tensor, evidence: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``([B, 6] the named finding's evidence, [B, K + 1] pointer logits)`` from the question [CLS] ``[B, W]``."""
+        logits = self.pointer(question)  # [B, K + 1]
+        slots = (evidence @ self.slots.to(evidence.dtype)).unflatten(-1, (logits.shape[-1], SLOT_FEATURES))  # [B, E] -> [B, K + 1, 6]
+        weights = logits.softmax(-1).to(evidence.dtype).unsqueeze(-1)  # [B, K + 1, 1]
+        return (weights * slots).sum(1), logits
+
     def classify(self, text: torch.Tensor, image: torch.Tensor, image_mask: torch.Tensor | None,
-                 evidence: torch.Tensor | None = None) -> torch.Tensor:
+                 evidence: torch.Tensor | None = None, return_pointer: bool = False
+                 ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
         """Logits ``[B, A]`` from the text [CLS], the image mean, the region means (after the prior) and
-        the position evidence ``[B, E]`` (required when the head was built with ``evidence_dim``)."""
+        the position evidence ``[B, E]`` (required when the head was built with ``evidence_dim``).
+
+        With ``return_pointer`` also the pointer logits ``[B, K + 1]`` (None without a pointer)."""
         if image_mask is None:
             pooled_image = image.mean(1)
         else:
@@ -159,4 +210,9 @@ class VQAHead(nn.Module):
             if evidence is None:
                 raise ValueError("this VQA head reads the position heads' evidence; none was given")
             features.append(self.evidence(evidence.to(image.dtype)))  # [B, E] -> [B, W]
-        return self.classifier(torch.cat(features, dim=-1))
+        pointer_logits = None
+        if self.pointer is not None:
+            named, pointer_logits = self.point(text[:, 0], evidence.to(image.dtype))
+            features.append(self.pointed(named))  # [B, 6] -> [B, W]
+        logits = self.classifier(torch.cat(features, dim=-1))
+        return (logits, pointer_logits) if return_pointer else logits
