@@ -373,7 +373,7 @@ def test_a_cnn_tower_with_positions_regions_evidence_and_pointer_runs_folded_and
     with torch.no_grad():
         model.fusion_positions.normal_(std=0.5)  # trained positions: the fast path must add them as well
         for head in (model.side_head, model.depth_head, model.vqa_head.evidence[0], model.vqa_head.pointer,
-                     model.vqa_head.pointed[0], model.vqa_head.pointed_answers):
+                     model.vqa_head.pointed[0]):
             for parameter in head.parameters():  # evidence that moves the answer, read from the right views
                 parameter.normal_(std=2.0)
     for norm in (m for m in model.vision.modules() if isinstance(m, torch.nn.BatchNorm2d)):

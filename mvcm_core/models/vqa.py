@@ -137,8 +137,8 @@ class VQAHead(nn.Module):
     (``[R, P]`` from :func:`region_weights`) the mean of each region's real tokens and, with
     ``evidence_dim``, the position heads' evidence (:func:`position_evidence`) projected to the width.
     With ``pointer`` the question [CLS] also points at the finding it names (a softmax over
-    :func:`evidence_slots`, trained on the questions' terms). That finding's own side and depth
-    probabilities reach the classifier, and a linear map of them is added to the answer logits.
+    :func:`evidence_slots`, trained on the questions' terms) and the classifier reads that finding's
+    own side and depth probabilities.
     """
 
     def __init__(self, width: int, num_answers: int, heads: int, gca: bool,
@@ -154,10 +154,6 @@ class VQAHead(nn.Module):
             self.register_buffer("slots", evidence_slots(), persistent=False)
             self.pointer = nn.Linear(width, self.slots.shape[1] // SLOT_FEATURES)
             self.pointed = nn.Sequential(nn.Linear(SLOT_FEATURES, width), nn.GELU())
-            # and straight to the answers ("left" from p(left)): a residual that starts at zero
-            self.pointed_answers = nn.Linear(SLOT_FEATURES, num_answers)
-            nn.init.zeros_(self.pointed_answers.weight)
-            nn.init.zeros_(self.pointed_answers.bias)
         extra = (1 if evidence_dim else 0) + (1 if pointer else 0)
         inputs = (2 + (0 if regions is None else regions.shape[0]) + extra) * width
         self.classifier = nn.Sequential(nn.Linear(inputs, 2 * width), nn.LayerNorm(2 * width), nn.GELU(),
@@ -214,11 +210,9 @@ class VQAHead(nn.Module):
             if evidence is None:
                 raise ValueError("this VQA head reads the position heads' evidence; none was given")
             features.append(self.evidence(evidence.to(image.dtype)))  # [B, E] -> [B, W]
-        pointer_logits, named = None, None
+        pointer_logits = None
         if self.pointer is not None:
             named, pointer_logits = self.point(text[:, 0], evidence.to(image.dtype))
             features.append(self.pointed(named))  # [B, 6] -> [B, W]
         logits = self.classifier(torch.cat(features, dim=-1))
-        if named is not None:
-            logits = logits + self.pointed_answers(named)  # [B, 6] -> [B, A]
         return (logits, pointer_logits) if return_pointer else logits
