@@ -209,10 +209,11 @@ class VQAHead(nn.Module):
         if self.evidence is not None:
             if evidence is None:
                 raise ValueError("this VQA head reads the position heads' evidence; none was given")
-            features.append(self.evidence(evidence.to(image.dtype)))  # [B, E] -> [B, W]
+            evidence = evidence.to(image.dtype)
+            features.append(self.evidence(evidence))  # [B, E] -> [B, W]
         pointer_logits = None
         if self.pointer is not None:
-            named, pointer_logits = self.point(text[:, 0], evidence.to(image.dtype))
+            named, pointer_logits = self.point(text[:, 0], evidence)
             features.append(self.pointed(named))  # [B, 6] -> [B, W]
         logits = self.classifier(torch.cat(features, dim=-1))
         return (logits, pointer_logits) if return_pointer else logits
